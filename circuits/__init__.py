@@ -12,7 +12,27 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 # public name -> module that defines it
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "load": "circuits.models.loading",
+    "Diffusion": "circuits.models.diffusion",
+    "build_tiny_pipeline": "circuits.models.tiny",
+    "Capture": "circuits.interventions.capture",
+    "Replace": "circuits.interventions.activation",
+    "Ablate": "circuits.interventions.activation",
+    "Scale": "circuits.interventions.activation",
+    "MaskedPatch": "circuits.interventions.activation",
+    "ZeroTokens": "circuits.interventions.zero_tokens",
+    "WeightEdit": "circuits.interventions.weight_edit",
+    "Graph": "circuits.interventions.graph",
+    "intervene": "circuits.interventions.runtime",
+    "sample": "circuits.sampling.sampler",
+    "CFG": "circuits.sampling.guidance",
+    "ReversedCFG": "circuits.sampling.guidance",
+    "step_context": "circuits.context",
+    "current_context": "circuits.context",
+    "layout": "circuits.tokens",
+    "token_mask": "circuits.tokens",
+}
 
 __all__ = sorted(_EXPORTS)
 
@@ -31,4 +51,16 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from circuits.context import current_context, step_context
+    from circuits.interventions.activation import Ablate, MaskedPatch, Replace, Scale
+    from circuits.interventions.capture import Capture
+    from circuits.interventions.graph import Graph
+    from circuits.interventions.runtime import intervene
+    from circuits.interventions.weight_edit import WeightEdit
+    from circuits.interventions.zero_tokens import ZeroTokens
+    from circuits.models.diffusion import Diffusion
+    from circuits.models.loading import load
+    from circuits.models.tiny import build_tiny_pipeline
+    from circuits.sampling.guidance import CFG, ReversedCFG
+    from circuits.sampling.sampler import sample
+    from circuits.tokens import layout, token_mask

@@ -1,0 +1,42 @@
+"""Exceptions and warnings raised by circuits.
+
+Every error names the culprit (site, argument, file or prompt) and says what would be
+right, so a user in a notebook can fix the call without reading our source.
+"""
+
+from __future__ import annotations
+
+
+class CircuitsError(Exception):
+    """Base class for every error circuits raises on bad input."""
+
+
+class SiteError(CircuitsError, KeyError):
+    """A site name or pattern that matches no module of the model."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class ScopeError(CircuitsError, ValueError):
+    """A scope (steps, timesteps, branch, rows, tokens) that cannot be applied."""
+
+
+class ShapeError(CircuitsError, ValueError):
+    """A tensor argument whose shape or dtype does not fit the site it targets."""
+
+
+class GraphFormatError(CircuitsError, ValueError):
+    """Malformed graph JSON or an intervention that cannot be serialised."""
+
+
+class PromptError(CircuitsError, ValueError):
+    """An empty prompt list, a non-string prompt, or a prompt longer than the tokenizer allows."""
+
+
+class ModelLoadError(CircuitsError, OSError):
+    """A model source that cannot be loaded (missing folder, hub unreachable, wrong layout)."""
+
+
+class UnmatchedInterventionWarning(UserWarning):
+    """An intervention whose site never ran or whose scope matched nothing."""

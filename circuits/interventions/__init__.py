@@ -1,0 +1,13 @@
+"""Interventions: the primitives, graphs of them, and the context manager that applies them."""
+
+from circuits.interventions.activation import Ablate, MaskedPatch, Replace, Scale
+from circuits.interventions.base import Intervention
+from circuits.interventions.capture import Capture, Captures
+from circuits.interventions.graph import Graph
+from circuits.interventions.weight_edit import WeightEdit
+from circuits.interventions.zero_tokens import ZeroTokens
+
+__all__ = [
+    "Ablate", "Capture", "Captures", "Graph", "Intervention", "MaskedPatch", "Replace", "Scale", "WeightEdit",
+    "ZeroTokens",
+]

@@ -1,0 +1,159 @@
+"""Interventions that change a site's value on the selected rows and tokens.
+
+``Replace`` (a tensor or a function), ``Ablate`` (zero or mean), ``Scale`` and ``MaskedPatch``
+(ActErase's ``M * source + (1 - M) * x``). Each computes a new value for the selected rows
+``x[rows]``; positions outside the ``tokens=`` selection keep their value. All are differentiable.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Union
+
+import torch
+from jaxtyping import Float, Shaped
+from torch import Tensor
+
+from circuits.context import StepContext
+from circuits.errors import ScopeError, ShapeError
+from circuits.interventions.base import Intervention
+from circuits.interventions.scope import Selection
+
+ReplaceFn = Callable[..., Tensor]
+
+
+def _check_broadcast(value: Tensor, target: Tensor, owner: str, site: str, argument: str) -> Tensor:
+    """``value`` must broadcast to ``target`` (the selected rows) without growing it."""
+    if not isinstance(value, Tensor):
+        raise ShapeError(f"{owner} at {site}: {argument} must be a torch.Tensor, got {type(value).__name__}")
+    if not (value.dtype.is_floating_point or value.dtype == torch.bool):
+        raise ShapeError(f"{owner} at {site}: {argument} has dtype {value.dtype}; use a floating-point tensor")
+    try:
+        shape = torch.broadcast_shapes(value.shape, target.shape)
+    except RuntimeError:
+        shape = None
+    if shape != target.shape:
+        raise ShapeError(
+            f"{owner} at {site}: {argument} has shape {tuple(value.shape)}, which does not broadcast to the "
+            f"selected activation {tuple(target.shape)} (rows x {tuple(target.shape[1:])}); "
+            f"give shape {tuple(target.shape[1:])} or {tuple(target.shape)}"
+        )
+    return value.to(device=target.device, dtype=target.dtype)
+
+
+def _scatter(x: Tensor, selection: Selection, new_rows: Tensor) -> Tensor:
+    """``x`` with the selected rows (and tokens) taken from ``new_rows``."""
+    index = torch.tensor(selection.rows, device=x.device)
+    full = x.index_copy(0, index, new_rows.expand(len(selection.rows), *x.shape[1:]).to(x.dtype))
+    if selection.token_mask is None:
+        return full
+    return torch.where(selection.where(x), full, x)
+
+
+def _rows(x: Tensor, selection: Selection) -> Tensor:
+    return x.index_select(0, torch.tensor(selection.rows, device=x.device))
+
+
+@dataclass
+class Replace(Intervention):
+    """Replace the value at ``site`` by a tensor (broadcast over selected rows) or ``fn(x[rows])``.
+
+    A function may take ``(x)`` or ``(x, ctx)`` and must return a tensor of the same shape.
+    """
+
+    site: str
+    value: Union[Shaped[Tensor, "..."], ReplaceFn, float]
+    kind = "replace"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.value, (int, float)) and not isinstance(self.value, bool):
+            self.value = torch.tensor(float(self.value))
+        if not (isinstance(self.value, Tensor) or callable(self.value)):
+            raise ShapeError(f"{self.describe()}: value must be a tensor, a number or a function")
+        self._takes_ctx = callable(self.value) and not isinstance(self.value, Tensor) and len(
+            inspect.signature(self.value).parameters
+        ) >= 2
+
+    def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
+        selected = _rows(x, selection)
+        if isinstance(self.value, Tensor):
+            new = _check_broadcast(self.value, selected, self.describe(), site, "value")
+        else:
+            new = self.value(selected, ctx) if self._takes_ctx else self.value(selected)
+            if not isinstance(new, Tensor) or new.shape != selected.shape:
+                got = tuple(new.shape) if isinstance(new, Tensor) else type(new).__name__
+                raise ShapeError(
+                    f"{self.describe()} at {site}: the function returned {got}; "
+                    f"it must return a tensor of the input's shape {tuple(selected.shape)}"
+                )
+        return _scatter(x, selection, new)
+
+
+@dataclass
+class Ablate(Intervention):
+    """Set the value to zero (``mode="zero"``) or to a mean (``mode="mean"``).
+
+    For ``"mean"``, ``mean`` is a reference tensor (e.g. a Capture's running mean); without it, the
+    mean over the selected rows of the current call is used.
+    """
+
+    site: str
+    mode: Literal["zero", "mean"] = "zero"
+    mean: Float[Tensor, "..."] | None = None
+    kind = "ablate"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.mode not in ("zero", "mean"):
+            raise ScopeError(f"{self.describe()}: mode={self.mode!r}; use 'zero' or 'mean'")
+        if self.mode == "zero" and self.mean is not None:
+            raise ScopeError(f"{self.describe()}: mean= is only used with mode='mean'")
+
+    def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
+        selected = _rows(x, selection)
+        if self.mode == "zero":
+            new = torch.zeros_like(selected)
+        elif self.mean is not None:
+            new = _check_broadcast(self.mean, selected, self.describe(), site, "mean")
+        else:
+            new = selected.mean(dim=0, keepdim=True)
+        return _scatter(x, selection, new)
+
+
+@dataclass
+class Scale(Intervention):
+    """Multiply the value by ``factor`` (a number, or a tensor broadcast over the selected rows)."""
+
+    site: str
+    factor: Union[float, Float[Tensor, "..."]]
+    kind = "scale"
+
+    def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
+        selected = _rows(x, selection)
+        factor = self.factor
+        if isinstance(factor, Tensor):
+            factor = _check_broadcast(factor, selected, self.describe(), site, "factor")
+        return _scatter(x, selection, selected * factor)
+
+
+@dataclass
+class MaskedPatch(Intervention):
+    """``M * source + (1 - M) * x`` on the selected rows (ActErase's activation patch).
+
+    ``mask`` (bool or float in [0, 1]) and ``source`` broadcast to the selected activation,
+    e.g. ``[positions, channels]`` for an FFN hidden site.
+    """
+
+    site: str
+    mask: Shaped[Tensor, "..."]
+    source: Float[Tensor, "..."]
+    kind = "masked_patch"
+
+    def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
+        selected = _rows(x, selection)
+        mask = _check_broadcast(self.mask, selected, self.describe(), site, "mask")
+        source = _check_broadcast(self.source, selected, self.describe(), site, "source")
+        return _scatter(x, selection, mask * source + (1 - mask) * selected)

@@ -1,0 +1,103 @@
+"""The intervention base class: a site, a scope, and what to do with the value found there.
+
+An intervention is plain data (a dataclass) so a graph of them can be saved as JSON. The
+runtime (:mod:`circuits.interventions.runtime`) turns each one into a torch forward hook on its
+site, and calls :meth:`Intervention.apply` on the calls its scope selects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor
+
+from circuits.context import StepContext
+from circuits.interventions.scope import (
+    Selection,
+    check_branch,
+    check_int_list,
+    check_timesteps,
+    normalise_tokens,
+)
+from circuits.tokens import TokenSelection
+
+if TYPE_CHECKING:
+    from circuits.models.diffusion import Diffusion
+    from circuits.sites.index import SiteInfo
+
+REGISTRY: dict[str, type["Intervention"]] = {}
+SCOPE_FIELDS = ("steps", "timesteps", "branch", "rows", "tokens")
+
+
+@dataclass(kw_only=True)
+class Intervention:
+    """Base class. Subclasses add ``site`` and their own arguments; the scope fields are shared."""
+
+    steps: Sequence[int] | None = None
+    timesteps: tuple[float, float] | None = None
+    branch: str = "both"
+    rows: Sequence[int] | None = None
+    tokens: TokenSelection | None = None
+    name: str | None = None
+
+    kind: ClassVar[str] = "intervention"
+    #: False for interventions that act once per context rather than per call (WeightEdit).
+    per_call: ClassVar[bool] = True
+    _parent: "Intervention | None" = field(default=None, init=False, repr=False, compare=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            REGISTRY[cls.kind] = cls
+
+    def __post_init__(self) -> None:
+        owner = self.describe()
+        self.steps = check_int_list(self.steps, "steps", owner)
+        self.rows = check_int_list(self.rows, "rows", owner)
+        self.timesteps = check_timesteps(self.timesteps, owner)
+        self.branch = check_branch(self.branch, owner)
+        self.tokens = normalise_tokens(self.tokens)
+
+    # -- description ---------------------------------------------------------------------
+    def describe(self) -> str:
+        target = getattr(self, "site", None) or getattr(self, "param", None)
+        label = f"{type(self).__name__}({target!r})"
+        return f"{label} named {self.name!r}" if self.name else label
+
+    @property
+    def origin(self) -> "Intervention":
+        """The intervention the user wrote (for parts expanded from a composite one)."""
+        return self._parent.origin if self._parent is not None else self
+
+    # -- composition ---------------------------------------------------------------------
+    def expand(self, model: "Diffusion") -> list["Intervention"]:
+        """Primitive interventions this one stands for (itself, unless it is a composite)."""
+        return [self]
+
+    def scope_kwargs(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in SCOPE_FIELDS}
+
+    def check_site(self, info: "SiteInfo", model: "Diffusion") -> None:
+        """Raise early if this intervention cannot act on ``info``'s site."""
+
+    def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
+        """Return the (possibly changed) value of ``site`` for the selected rows/tokens."""
+        raise NotImplementedError
+
+    # -- serialisation -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        from circuits.interventions.serialize import encode_value
+
+        out: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):
+            if not f.init:
+                continue
+            value = getattr(self, f.name)
+            if f.name in SCOPE_FIELDS + ("name",) and value is None:
+                continue
+            if f.name == "branch" and value == "both":
+                continue
+            out[f.name] = encode_value(value, owner=self.describe(), argument=f.name)
+        return out

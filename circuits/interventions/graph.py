@@ -1,0 +1,81 @@
+"""``Graph``: an ordered list of interventions that is also data (JSON round-trip)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any
+
+from circuits.errors import GraphFormatError
+from circuits.interventions.base import REGISTRY, Intervention
+from circuits.interventions.serialize import decode_value
+
+FORMAT_VERSION = 1
+
+
+class Graph(list):
+    """Interventions applied in order (on one site, earlier ones see the value first)."""
+
+    def __init__(self, interventions: Iterable[Intervention] = ()) -> None:
+        items = list(interventions)
+        for i, item in enumerate(items):
+            _check_item(item, i)
+        super().__init__(items)
+
+    def append(self, item: Intervention) -> None:  # type: ignore[override]
+        _check_item(item, len(self))
+        super().append(item)
+
+    def extend(self, items: Iterable[Intervention]) -> None:  # type: ignore[override]
+        for item in items:
+            self.append(item)
+
+    def __add__(self, other: Iterable[Intervention]) -> "Graph":  # type: ignore[override]
+        return Graph([*self, *other])
+
+    def __repr__(self) -> str:
+        return "Graph([\n" + "".join(f"  {item!r},\n" for item in self) + "])"
+
+    # -- JSON ----------------------------------------------------------------------------
+    def to_json(self, **dump_kwargs: Any) -> str:
+        return json.dumps({"circuits_graph": FORMAT_VERSION, "interventions": [i.to_dict() for i in self]}, **dump_kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Graph":
+        try:
+            data = json.loads(text)
+        except (TypeError, json.JSONDecodeError) as error:
+            raise GraphFormatError(f"graph JSON does not parse: {error}") from None
+        if not isinstance(data, dict) or "interventions" not in data:
+            raise GraphFormatError('graph JSON must be an object {"circuits_graph": 1, "interventions": [...]}')
+        if data.get("circuits_graph") != FORMAT_VERSION:
+            raise GraphFormatError(f"graph JSON has format {data.get('circuits_graph')!r}; this circuits reads {FORMAT_VERSION}")
+        items = data["interventions"]
+        if not isinstance(items, list):
+            raise GraphFormatError("graph JSON: 'interventions' must be a list")
+        return cls(_decode_item(item, i) for i, item in enumerate(items))
+
+
+def _check_item(item: Any, index: int) -> None:
+    if not isinstance(item, Intervention):
+        raise TypeError(f"Graph item {index} is a {type(item).__name__}, not an intervention (Capture, Replace, ...)")
+
+
+def _decode_item(item: Any, index: int) -> Intervention:
+    where = f"graph JSON intervention {index}"
+    if not isinstance(item, dict) or "kind" not in item:
+        raise GraphFormatError(f"{where}: must be an object with a 'kind'")
+    kind = item["kind"]
+    cls = REGISTRY.get(kind)
+    if cls is None:
+        raise GraphFormatError(f"{where}: unknown kind {kind!r}; known kinds: {sorted(REGISTRY)}")
+    allowed = {f.name for f in fields(cls) if f.init}
+    unknown = set(item) - allowed - {"kind"}
+    if unknown:
+        raise GraphFormatError(f"{where} ({kind}): unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+    kwargs = {k: decode_value(v, where=f"{where}.{k}") for k, v in item.items() if k != "kind"}
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise GraphFormatError(f"{where} ({kind}): {error}") from None

@@ -1,0 +1,50 @@
+"""JSON encoding of intervention arguments (tensors become base64 with dtype and shape)."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import numpy as np
+import torch
+
+from circuits.errors import GraphFormatError
+
+_TENSOR = "__tensor__"
+
+
+def encode_value(value: Any, *, owner: str, argument: str) -> Any:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        return {
+            _TENSOR: {
+                "dtype": str(t.dtype).removeprefix("torch."),
+                "shape": list(t.shape),
+                "data": base64.b64encode(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").decode(),
+            }
+        }
+    if callable(value):
+        raise GraphFormatError(
+            f"{owner}: argument {argument!r} is a Python function, which JSON cannot hold; "
+            "use a tensor value to save this graph"
+        )
+    if isinstance(value, tuple):
+        return list(value)
+    if value is None or isinstance(value, (bool, int, float, str, list)):
+        return value
+    raise GraphFormatError(f"{owner}: argument {argument!r} of type {type(value).__name__} cannot be saved as JSON")
+
+
+def decode_value(value: Any, *, where: str) -> Any:
+    if isinstance(value, dict):
+        if set(value) != {_TENSOR}:
+            raise GraphFormatError(f"{where}: unexpected object {sorted(value)}; only encoded tensors are objects")
+        spec = value[_TENSOR]
+        try:
+            dtype = getattr(torch, spec["dtype"])
+            raw = base64.b64decode(spec["data"])
+            flat = torch.from_numpy(np.frombuffer(bytearray(raw), dtype=np.uint8))
+            return flat.view(dtype).reshape(spec["shape"]).clone()
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+            raise GraphFormatError(f"{where}: malformed tensor encoding ({error})") from None
+    return value

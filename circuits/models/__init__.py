@@ -1,0 +1,1 @@
+"""Loading models: ``circuits.load`` and the :class:`Diffusion` object it returns."""

@@ -1,0 +1,102 @@
+"""The :class:`Diffusion` object: one Stable Diffusion model, instrumented for circuits.
+
+It holds the real diffusers/transformers components (nothing is re-implemented) and an index
+of their sites. ``circuits.load`` builds it; interventions and the sampler take it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from circuits.errors import SiteError
+from circuits.sites.index import SiteIndex
+from circuits.sites.instrument import instrument_text_encoder, instrument_unet
+
+
+@dataclass(eq=False)
+class Diffusion:
+    """A text-to-image diffusion model: tokenizer, text encoder, UNet, VAE and scheduler.
+
+    ``sites`` lists and selects hook sites: ``model.sites("unet.*attn2")``,
+    ``model.sites.cross_attention()``, ``model.sites.ffn_hidden()``, ``model.sites.text_layers()``.
+    """
+
+    tokenizer: Any
+    text_encoder: nn.Module
+    unet: nn.Module
+    vae: nn.Module
+    scheduler: Any
+    source: str = "<pipeline>"
+    sites: SiteIndex = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        instrument_unet(self.unet)
+        instrument_text_encoder(self.text_encoder)
+        for component in (self.unet, self.text_encoder, self.vae):
+            component.eval()
+        self.sites = SiteIndex({"unet": self.unet, "text_encoder": self.text_encoder})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    @property
+    def default_size(self) -> int:
+        """Image side length the UNet was configured for."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    def parameter(self, name: str) -> nn.Parameter:
+        """A parameter by its prefixed state-dict name, e.g. ``unet.conv_in.weight``."""
+        component, _, path = name.partition(".")
+        root = {"unet": self.unet, "text_encoder": self.text_encoder}.get(component)
+        params = dict(root.named_parameters()) if root is not None else {}
+        if path in params:
+            return params[path]
+        all_names = [f"unet.{n}" for n, _ in self.unet.named_parameters()] + [
+            f"text_encoder.{n}" for n, _ in self.text_encoder.named_parameters()
+        ]
+        close = difflib.get_close_matches(name, all_names, n=5, cutoff=0.6)
+        hint = ("closest: " + ", ".join(close)) if close else "names start with 'unet.' or 'text_encoder.'"
+        raise SiteError(f"unknown parameter {name!r}: {hint}")
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Diffusion":
+        for component in (self.unet, self.text_encoder, self.vae):
+            component.to(device=device, dtype=dtype)
+        return self
+
+    def pipeline(self):
+        """A ``StableDiffusionPipeline`` sharing these components (for diffusers-native use)."""
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=self.vae,
+            text_encoder=self.text_encoder,
+            tokenizer=self.tokenizer,
+            unet=self.unet,
+            scheduler=self.scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def __repr__(self) -> str:
+        n_unet = sum(p.numel() for p in self.unet.parameters()) / 1e6
+        n_text = sum(p.numel() for p in self.text_encoder.parameters()) / 1e6
+        return (
+            f"Diffusion(source={self.source!r}, unet={n_unet:.1f}M params, text_encoder={n_text:.1f}M params, "
+            f"scheduler={type(self.scheduler).__name__}, device={self.device}, dtype={self.dtype}, "
+            f"sites={len(self.sites)})"
+        )

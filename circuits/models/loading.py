@@ -1,0 +1,118 @@
+"""``circuits.load``: a local diffusers folder, a hub id, a pipeline object, or ``"pocket"``."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from circuits.errors import ModelLoadError
+from circuits.models.diffusion import Diffusion
+
+POCKET_DIR = Path(__file__).resolve().parent.parent / "pocket" / "pipeline"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def load(
+    source: Any,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Diffusion:
+    """Load a Stable Diffusion model and instrument it for circuits.
+
+    Args:
+        source: ``"pocket"`` (the built-in model), a local folder written by ``save_pretrained``,
+            a hub id such as ``"runwayml/stable-diffusion-v1-5"`` (needs a reachable hub or a
+            cached copy), or an existing ``StableDiffusionPipeline`` (its components are
+            instrumented in place and shared).
+        device: where to put the model (default: where it is, i.e. CPU after loading).
+        dtype: parameter dtype (default: float32 for folders and hub ids; unchanged for pipelines).
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        model = _from_pipeline(source)
+    elif str(source) == "pocket":
+        if not (POCKET_DIR / "model_index.json").is_file():
+            raise ModelLoadError(
+                f"the pocket model is not installed at {POCKET_DIR}; build it with "
+                "`python -m circuits.pocket.train --phase all` or reinstall circuits"
+            )
+        model = _from_folder(POCKET_DIR, dtype, source="pocket")
+    elif Path(source).exists():
+        model = _from_folder(Path(source), dtype, source=str(source))
+    elif isinstance(source, str) and _HUB_ID.match(source):
+        model = _from_hub(source, dtype)
+    else:
+        raise ModelLoadError(
+            f"cannot load {str(source)!r}: no such folder, and it is not a hub id of the form 'owner/name'. "
+            "Pass 'pocket', a folder written by StableDiffusionPipeline.save_pretrained, a hub id, "
+            "or a StableDiffusionPipeline object"
+        )
+    if device is not None or (dtype is not None and not isinstance(source, (str, os.PathLike))):
+        model.to(device=device, dtype=dtype)
+    return model
+
+
+def _from_pipeline(pipe: Any, source: str = "<pipeline>") -> Diffusion:
+    missing = [c for c in ("tokenizer", "text_encoder", "unet", "vae", "scheduler") if getattr(pipe, c, None) is None]
+    if missing:
+        raise ModelLoadError(
+            f"cannot load a {type(pipe).__name__}: it lacks {', '.join(missing)}; "
+            "pass a StableDiffusionPipeline (or an object with tokenizer, text_encoder, unet, vae, scheduler)"
+        )
+    return Diffusion(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        unet=pipe.unet,
+        vae=pipe.vae,
+        scheduler=pipe.scheduler,
+        source=source,
+    )
+
+
+def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Diffusion:
+    from diffusers import StableDiffusionPipeline
+
+    if not (folder / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"{folder} is not a diffusers pipeline folder (no model_index.json); "
+            "point at the folder that StableDiffusionPipeline.save_pretrained wrote"
+        )
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            folder,
+            torch_dtype=dtype or torch.float32,
+            local_files_only=True,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"failed to load the pipeline in {folder}: {error}") from error
+    return _from_pipeline(pipe, source=source)
+
+
+def _from_hub(hub_id: str, dtype: torch.dtype | None) -> Diffusion:
+    from diffusers import StableDiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            hub_id,
+            torch_dtype=dtype or torch.float32,
+            local_files_only=offline,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    except Exception as error:  # hub errors come in many classes; all mean "not here"
+        why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached or has no such model"
+        raise ModelLoadError(
+            f"cannot load {hub_id!r}: {why}, and no cached copy was found. Download it where a hub is "
+            f"reachable (StableDiffusionPipeline.from_pretrained({hub_id!r}).save_pretrained('some/folder')), "
+            "copy the folder here, and call circuits.load('some/folder')"
+        ) from error
+    return _from_pipeline(pipe, source=hub_id)

@@ -1,0 +1,1 @@
+"""Sampling: the one sampler, guidance strategies, and the result objects."""

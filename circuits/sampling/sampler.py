@@ -1,0 +1,224 @@
+"""``circuits.sample``: one sampler over diffusers schedulers, matching ``StableDiffusionPipeline``.
+
+It follows the pipeline's arithmetic step for step (same prompt encoding, same initial noise
+for the same seed, batched ``[uncond, cond]`` CFG in one UNet call, same scheduler calls, same
+decoding), so with no interventions its images equal the pipeline's. Around every text-encoder
+and UNet call it publishes a :class:`~circuits.context.StepContext` that interventions read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from circuits.context import StepContext, _CURRENT
+from circuits.errors import ScopeError
+from circuits.interventions.graph import Graph
+from circuits.interventions.runtime import Run, active_runs, intervene
+from circuits.models.diffusion import Diffusion
+from circuits.sampling.guidance import CFG
+from circuits.sampling.result import SampleResult, Trajectory
+from circuits.tokens import check_prompts, layout
+
+SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "dpm": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "pndm": "PNDMScheduler",
+}
+
+
+@contextlib.contextmanager
+def _publish(ctx: StepContext):
+    token = _CURRENT.set(ctx)
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+def make_scheduler(model: Diffusion, scheduler: Any = None) -> Any:
+    """A fresh scheduler: the model's own (default), a short name (``"ddim"``, ``"dpm"``, ...), or an instance."""
+    import diffusers
+
+    if scheduler is None:
+        return type(model.scheduler).from_config(model.scheduler.config)
+    if isinstance(scheduler, str):
+        if scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler={scheduler!r}: use one of {sorted(SCHEDULERS)} or a diffusers scheduler")
+        return getattr(diffusers, SCHEDULERS[scheduler]).from_config(model.scheduler.config)
+    return type(scheduler).from_config(scheduler.config)
+
+
+@torch.no_grad()
+def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str) -> torch.Tensor:
+    """Text embeddings ``[len(prompts), tokens, dim]`` as the pipeline computes them, in a text-phase context."""
+    for prompt in prompts:
+        layout(model.tokenizer, prompt)  # raises a clear PromptError for over-long prompts
+    ids = model.tokenizer(
+        list(prompts), padding="max_length", max_length=model.tokenizer.model_max_length, truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(model.device)
+    ctx = StepContext(phase="text", branch_rows={branch: tuple(range(len(prompts)))}, prompts=tuple(prompts))
+    with _publish(ctx):
+        embeds = model.text_encoder(ids, attention_mask=None)[0]
+    return embeds.to(dtype=model.text_encoder.dtype, device=model.device)
+
+
+def sample(
+    model: Diffusion,
+    prompts: str | Sequence[str],
+    *,
+    seed: int = 0,
+    steps: int = 25,
+    guidance_scale: float = 7.5,
+    guidance: CFG | None = None,
+    negative_prompt: str | Sequence[str] | None = None,
+    height: int | None = None,
+    width: int | None = None,
+    graph: Graph | Sequence[Any] | None = None,
+    record: bool = False,
+    scheduler: Any = None,
+    eta: float = 0.0,
+    strict: bool = False,
+    progress: bool = True,
+    grad: bool = False,
+) -> SampleResult:
+    """Generate images for ``prompts``, optionally under an intervention ``graph``.
+
+    ``seed=s`` draws the initial noise exactly as the pipeline does with
+    ``generator=torch.Generator(device).manual_seed(s)``. ``guidance`` overrides ``guidance_scale``
+    (e.g. ``circuits.ReversedCFG(7.5, t_prime=500)``). ``record=True`` keeps the per-step
+    trajectory. ``grad=True`` keeps the autograd graph (for gradient-based methods).
+    """
+    prompts = check_prompts(prompts)
+    if isinstance(negative_prompt, str) or negative_prompt is None:
+        negatives = [negative_prompt or ""] * len(prompts)
+    else:
+        negatives = check_prompts(negative_prompt, argument="negative_prompt")
+        if len(negatives) != len(prompts):
+            raise ValueError(f"negative_prompt has {len(negatives)} entries for {len(prompts)} prompts; give one per prompt")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps={steps!r}: give a positive int")
+    guidance = guidance if guidance is not None else CFG(guidance_scale)
+    size = model.default_size
+    height, width = height or size, width or size
+    factor = model.vae_scale_factor
+    if height % factor or width % factor:
+        raise ValueError(f"height={height}, width={width}: both must be multiples of {factor} (the VAE's scale factor)")
+
+    with (intervene(model, graph, strict=strict) if graph is not None else contextlib.nullcontext()) as run:
+        with torch.set_grad_enabled(grad):
+            result = _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress)
+        if isinstance(run, Run):
+            result.captures = run.captures
+    return result
+
+
+def _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress):
+    device, n = model.device, len(prompts)
+    cfg = guidance.uses_uncond
+    cond = encode_prompts(model, prompts, "cond")
+    if cfg:
+        uncond = encode_prompts(model, negatives, "uncond")
+        embeds = torch.cat([uncond, cond])
+        branch_rows = {"uncond": tuple(range(n)), "cond": tuple(range(n, 2 * n))}
+        row_prompts = tuple(negatives) + tuple(prompts)
+    else:
+        embeds = cond
+        branch_rows = {"cond": tuple(range(n))}
+        row_prompts = tuple(prompts)
+
+    sched = make_scheduler(model, scheduler)
+    sched.set_timesteps(steps, device=device)
+    timesteps = [float(t) for t in sched.timesteps]
+    _check_scopes(model, len(timesteps), timesteps)
+
+    from diffusers.utils.torch_utils import randn_tensor
+
+    generator = torch.Generator(device).manual_seed(seed)
+    shape = (n, model.unet.config.in_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
+    latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype) * sched.init_noise_sigma
+    step_kwargs = _step_kwargs(sched, generator, eta)
+
+    traj_latents, traj_pred, traj_cond, traj_uncond = [], [], [], []
+    for i, t in enumerate(tqdm(sched.timesteps, disable=not progress, desc="sampling", leave=False)):
+        model_input = torch.cat([latents] * 2) if cfg else latents
+        model_input = sched.scale_model_input(model_input, t)
+        ctx = StepContext(
+            phase="unet", branch_rows=branch_rows, prompts=row_prompts, step=i, timestep=float(t), num_steps=len(timesteps)
+        )
+        with _publish(ctx):
+            eps = model.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        if cfg:
+            eps_uncond, eps_cond = eps.chunk(2)
+            noise_pred = guidance.combine(eps_uncond, eps_cond, float(t))
+        else:
+            eps_uncond, eps_cond, noise_pred = None, eps, eps
+        if record:
+            traj_latents.append(latents.detach().cpu())
+            traj_pred.append(noise_pred.detach().cpu())
+            traj_cond.append(eps_cond.detach().cpu())
+            if eps_uncond is not None:
+                traj_uncond.append(eps_uncond.detach().cpu())
+        latents = sched.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+
+    images = decode(model, latents)
+    trajectory = None
+    if record:
+        traj_latents.append(latents.detach().cpu())
+        trajectory = Trajectory(
+            timesteps=timesteps,
+            latents=torch.stack(traj_latents),
+            noise_pred=torch.stack(traj_pred),
+            noise_cond=torch.stack(traj_cond),
+            noise_uncond=torch.stack(traj_uncond) if traj_uncond else None,
+        )
+    return SampleResult(images=images, latents=latents, prompts=list(prompts), seed=seed, timesteps=timesteps, trajectory=trajectory)
+
+
+def decode(model: Diffusion, latents: torch.Tensor) -> list[Any]:
+    """Latents to PIL images, as the pipeline's VAE decode and post-processing do."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    with torch.no_grad():
+        image = model.vae.decode(latents / model.vae.config.scaling_factor, return_dict=False)[0]
+    processor = VaeImageProcessor(vae_scale_factor=model.vae_scale_factor)
+    return processor.postprocess(image.detach(), output_type="pil", do_denormalize=[True] * image.shape[0])
+
+
+def _step_kwargs(sched: Any, generator: torch.Generator, eta: float) -> dict[str, Any]:
+    import inspect
+
+    accepted = set(inspect.signature(sched.step).parameters)
+    kwargs: dict[str, Any] = {}
+    if "eta" in accepted:
+        kwargs["eta"] = eta
+    if "generator" in accepted:
+        kwargs["generator"] = generator
+    return kwargs
+
+
+def _check_scopes(model: Diffusion, num_steps: int, timesteps: list[float]) -> None:
+    """Reject step/timestep scopes that lie outside this schedule (before any compute)."""
+    low, high = min(timesteps), max(timesteps)
+    for run in active_runs(model):
+        for intervention in run.scoped_interventions():
+            if intervention.steps is not None:
+                outside = [s for s in intervention.steps if s >= num_steps]
+                if outside:
+                    raise ScopeError(
+                        f"{intervention.describe()}: steps {outside} are outside this {num_steps}-step schedule "
+                        f"(valid: 0..{num_steps - 1})"
+                    )
+            if intervention.timesteps is not None:
+                t_low, t_high = intervention.timesteps
+                if t_high < low or t_low > high:
+                    raise ScopeError(
+                        f"{intervention.describe()}: timesteps ({t_low}, {t_high}) miss this schedule, "
+                        f"which runs from {high:g} down to {low:g}"
+                    )

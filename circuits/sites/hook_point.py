@@ -1,0 +1,28 @@
+"""Identity modules that give a name to values that are not a module's output.
+
+A :class:`HookPoint` is attached as a parameter-free child module (so state dicts do not change)
+and called on the value it names: attention probabilities, the additive key bias of an
+attention layer, the FFN hidden activation, the text encoder's residual stream, the UNet's noise
+prediction. Because it is a real module call, plain torch hooks, circuits interventions and
+nnsight traces all see it, under a dotted name like any other site.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class HookPoint(nn.Module):
+    """``forward(x) = x``; exists to be hooked."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @property
+    def observed(self) -> bool:
+        """True when something reads this point: a torch hook, or a tracer that replaced ``forward``.
+
+        Values that are expensive to materialise (attention probabilities) are computed only then.
+        """
+        return bool(self._forward_hooks or self._forward_pre_hooks or "forward" in self.__dict__)
