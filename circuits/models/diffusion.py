@@ -60,6 +60,7 @@ class Diffusion:
 
     def parameter(self, name: str) -> nn.Parameter:
         """A parameter by its prefixed state-dict name, e.g. ``unet.conv_in.weight``."""
+        name = self.sites.canonical(name.rsplit(".", 1)[0]) + "." + name.rsplit(".", 1)[1] if "." in name else name
         component, _, path = name.partition(".")
         root = {"unet": self.unet, "text_encoder": self.text_encoder}.get(component)
         params = dict(root.named_parameters()) if root is not None else {}

@@ -84,7 +84,7 @@ def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Dif
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             folder,
-            torch_dtype=dtype or torch.float32,
+            dtype=dtype or torch.float32,
             local_files_only=True,
             safety_checker=None,
             feature_extractor=None,
@@ -102,7 +102,7 @@ def _from_hub(hub_id: str, dtype: torch.dtype | None) -> Diffusion:
     try:
         pipe = StableDiffusionPipeline.from_pretrained(
             hub_id,
-            torch_dtype=dtype or torch.float32,
+            dtype=dtype or torch.float32,
             local_files_only=offline,
             safety_checker=None,
             feature_extractor=None,

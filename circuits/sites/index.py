@@ -2,8 +2,9 @@
 
 A site is a module's dotted path as in the state dict, prefixed by its component:
 ``unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2`` or
-``text_encoder.text_model.encoder.layers.3``, plus the hook points that
-:mod:`circuits.sites.instrument` adds. The value of a site is the module's output (for hook points,
+``text_encoder.encoder.layers.3``, plus the hook points that :mod:`circuits.sites.instrument` adds.
+transformers 5 dropped the ``text_model`` level of ``CLIPTextModel``; names written the SD /
+transformers 4 way (``text_encoder.text_model.encoder.layers.3``) are accepted as aliases. The value of a site is the module's output (for hook points,
 the value they name). Patterns use shell globs where ``*`` also spans dots: ``unet.*attn2``.
 """
 
@@ -98,10 +99,22 @@ class SiteIndex:
     def __len__(self) -> int:
         return len(self._modules)
 
+    def canonical(self, name: str) -> str:
+        """Map the ``text_model`` alias to the model's own spelling (either direction)."""
+        if name in self._modules:
+            return name
+        for written, real in (("text_encoder.text_model.", "text_encoder."), ("text_encoder.", "text_encoder.text_model.")):
+            if name.startswith(written):
+                candidate = real + name[len(written):]
+                if candidate in self._modules or any(c in candidate for c in "*?["):
+                    return candidate
+        return name
+
     def resolve(self, pattern: str) -> list[str]:
         """Names for an exact site or a glob; raises :class:`SiteError` naming close matches."""
         if not isinstance(pattern, str) or not pattern:
             raise SiteError(f"site must be a non-empty string, got {pattern!r}")
+        pattern = self.canonical(pattern)
         if pattern in self._modules:
             return [pattern]
         if any(c in pattern for c in "*?["):
@@ -111,13 +124,14 @@ class SiteIndex:
         raise SiteError(self._unknown_message(pattern))
 
     def module(self, name: str) -> nn.Module:
+        name = self.canonical(name)
         if name not in self._modules:
             raise SiteError(self._unknown_message(name))
         return self._modules[name]
 
     def info(self, name: str) -> SiteInfo:
         self.module(name)
-        return self._info[name]
+        return self._info[self.canonical(name)]
 
     def _unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._modules), n=5, cutoff=0.6)
@@ -157,7 +171,7 @@ class SiteIndex:
 
     def text_layers(self) -> list[str]:
         """Every text-encoder layer (its output is the residual stream after it)."""
-        prefix = "text_encoder.text_model.encoder.layers."
+        prefix = self.canonical("text_encoder.encoder.layers.0")[: -len("0")]
         return [n for n in self._modules if n.startswith(prefix) and n[len(prefix):].isdigit()]
 
     def text_residual(self) -> list[str]:

@@ -9,7 +9,8 @@ Hook points added (``<x>`` is a module path):
 - ``unet.eps``: the UNet's noise prediction (``.sample`` of its output);
 - ``unet.<attn>.probs`` / ``unet.<attn>.key_bias``: attention probabilities and key bias;
 - ``unet.<block>.ff.hidden``: the FFN hidden activation, i.e. the input of ``ff.net.2``;
-- ``text_encoder.text_model.encoder.layers.N.resid_post``: the residual stream after layer N.
+- ``text_encoder.encoder.layers.N.resid_post``: the residual stream after layer N (transformers 5
+  paths; the SD-era spelling ``text_encoder.text_model.encoder...`` is accepted as an alias).
 
 Interventions are *not* installed here: they come and go with :func:`circuits.intervene`.
 """
@@ -65,10 +66,16 @@ def instrument_text_encoder(text_encoder: nn.Module) -> None:
     """Add a ``resid_post`` hook point after every layer of a ``CLIPTextModel``."""
     if getattr(text_encoder, _MARK, False):
         return
-    for layer in text_encoder.text_model.encoder.layers:
+    for layer in text_layers_of(text_encoder):
         layer.add_module("resid_post", HookPoint())
         layer.register_forward_hook(lambda mod, args, out: _replace_primary(out, mod.resid_post))
     setattr(text_encoder, _MARK, True)
+
+
+def text_layers_of(text_encoder: nn.Module) -> nn.ModuleList:
+    """The encoder layers of a CLIP text model (transformers 5 dropped the ``text_model`` level)."""
+    root = getattr(text_encoder, "text_model", text_encoder)
+    return root.encoder.layers
 
 
 def _ffn_out_projection(ff: nn.Module) -> nn.Linear:
