@@ -1,0 +1,171 @@
+"""nnsight interop (issue 2, item 7): hook points are modules, so an nnsight trace sees them, and
+nnsight and circuits read identical values at the same site and denoising step.
+
+Every test loads its *own* copy of the tiny pipeline: ``NNsight(module)`` installs a controller
+``forward`` on every submodule for the life of the module, so wrapping the session-wide ``model``
+fixture would leak into other tests.
+
+Known bug (xfail, strict): ``HookPoint.observed`` treats any instance-level ``forward`` as "someone
+reads this point", and nnsight installs one on every module it wraps. After ``NNsight(unet)`` every
+``<attn>.probs`` / ``<attn>.key_bias`` point therefore looks observed forever, so every attention layer
+leaves the fused SDPA kernel (explicit softmax + matmul, and a zero key bias), in and outside traces.
+Values then differ from circuits' own run by float rounding (~1e-6), not bitwise. The bitwise tests
+below are marked ``xfail(strict=True)``: when ``observed`` is fixed they XPASS and fail, and the
+marker must go. The ``_close`` variants hold today and check that site and step are the right ones.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import circuits
+from circuits.sampling.sampler import encode_prompts, make_scheduler
+
+nnsight = pytest.importorskip("nnsight")
+from nnsight import NNsight  # noqa: E402
+
+PROMPTS = ["a red circle", "a photo of a blue unicorn on a white background"]
+STEPS = 4
+STEP = 2  # the step compared (not the first, so earlier steps' numerics feed into it)
+BLOCK = "down_blocks.1.attentions.0.transformer_blocks.0"  # the 64-channel resolution
+SITE = f"unet.{BLOCK}.ff.hidden"
+
+OBSERVED_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="HookPoint.observed is True for every hook point of an nnsight-wrapped module (nnsight's controller "
+    "lives in module.__dict__['forward']), so attention leaves the fused SDPA path and values differ by rounding",
+)
+
+
+@pytest.fixture()
+def fresh(tiny_dir):
+    """A model of our own: NNsight wrapping is permanent on the modules it wraps."""
+    return circuits.load(tiny_dir)
+
+
+def _envoy(root, site: str):
+    """The nnsight envoy of a circuits site name (``unet.a.0.b`` -> ``root.a[0].b``)."""
+    envoy = root
+    for part in site.split(".")[1:]:
+        envoy = envoy[int(part)] if part.isdigit() else getattr(envoy, part)
+    return envoy
+
+
+def _circuits_capture(model):
+    """Circuits' capture of SITE at STEP (full value, all rows), and the recorded trajectory.
+
+    Step STEP - 1 is captured too (``result.previous``) so tests can show the match pins the step.
+    """
+    result = circuits.sample(
+        model, PROMPTS, seed=0, steps=STEPS, progress=False, record=True,
+        graph=[circuits.Capture(SITE, steps=[STEP - 1, STEP])],
+    )
+    captured = result.captures[SITE]
+    assert captured.shape[0] == 2  # two calls: exactly steps STEP - 1 and STEP
+    result.previous = captured[0]
+    return captured[1], result
+
+
+def _nnsight_on_recorded_call(model, result):
+    """Re-run the UNet call of step STEP from the recorded latents inside an nnsight trace."""
+    cond = encode_prompts(model, PROMPTS, "cond")
+    uncond = encode_prompts(model, [""] * len(PROMPTS), "uncond")
+    embeds = torch.cat([uncond, cond])  # diffusers' CFG layout: [uncond, cond]
+    scheduler = make_scheduler(model)
+    scheduler.set_timesteps(STEPS)
+    t = scheduler.timesteps[STEP]
+    latents = result.trajectory.latents[STEP]
+    model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
+    unet = NNsight(model.unet)
+    with torch.no_grad(), unet.trace(model_input, t, encoder_hidden_states=embeds):
+        hidden = _envoy(unet, SITE).output.save()
+        eps = unet.eps.output.save()
+    return hidden, eps
+
+
+def _nnsight_across_sampling(model):
+    """nnsight trace over the whole ``circuits.sample`` loop, saving SITE at the STEP-th UNet call."""
+    unet = NNsight(model.unet)
+
+    def run(prompts):
+        return circuits.sample(model, prompts, seed=0, steps=STEPS, progress=False)
+
+    with unet.trace(PROMPTS, fn=run) as tracer:
+        for _ in tracer.iter[STEP]:
+            hidden = _envoy(unet, SITE).output.save()
+    return hidden
+
+
+def test_nnsight_sees_hook_points(fresh):
+    """unet.eps, ff.hidden, attention probs/key_bias and the text residual are envoys nnsight can trace."""
+    unet = NNsight(fresh.unet)
+    attn2 = _envoy(unet, fresh.sites.cross_attention()[0])
+    for name in ("probs", "key_bias"):
+        assert hasattr(attn2, name)
+    assert _envoy(unet, SITE) is not None
+    text = NNsight(fresh.text_encoder)
+    layer = fresh.sites.text_residual()[0]
+    assert _envoy(text, layer) is not None
+
+    sample = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    embeds = torch.randn(2, fresh.tokenizer.model_max_length, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(), unet.trace(sample, 10, encoder_hidden_states=embeds):
+        eps = unet.eps.output.save()
+        hidden = _envoy(unet, SITE).output.save()
+        out = unet.output.save()
+    assert torch.equal(eps, out.sample)  # unet.eps is the noise prediction itself
+    assert hidden.shape == (2, 4 * 4, 4 * 64)  # [batch, 4x4 positions, GEGLU hidden = 4 x 64 channels]
+
+    ids = fresh.tokenizer(PROMPTS, padding="max_length", return_tensors="pt").input_ids
+    with torch.no_grad(), text.trace(ids):
+        resid = _envoy(text, layer).output.save()
+        last = text.output.save()
+    assert resid.shape == (2, fresh.tokenizer.model_max_length, 32)
+    assert torch.isfinite(resid).all() and last is not None
+
+
+def test_recorded_call_close(fresh):
+    """Same site, same step: nnsight on the recorded UNet inputs vs circuits' Capture, within rounding."""
+    captured, result = _circuits_capture(fresh)
+    hidden, eps = _nnsight_on_recorded_call(fresh, result)
+    assert hidden.shape == captured.shape
+    torch.testing.assert_close(hidden, captured, rtol=0, atol=1e-5)
+    torch.testing.assert_close(eps.chunk(2)[1], result.trajectory.noise_cond[STEP], rtol=0, atol=1e-5)
+    # the previous step is far away, so the check above pins the step, not just the site
+    assert (hidden - result.previous).abs().max() > 1e-3
+
+
+@OBSERVED_BUG
+def test_recorded_call_bitwise(fresh):
+    """Same inputs, same modules, same kernels: the values must be bitwise equal (CPU)."""
+    captured, result = _circuits_capture(fresh)
+    hidden, eps = _nnsight_on_recorded_call(fresh, result)
+    assert torch.equal(hidden, captured)
+    assert torch.equal(eps.chunk(2)[1], result.trajectory.noise_cond[STEP])
+
+
+def test_sampling_loop_close(fresh):
+    """An nnsight trace over circuits.sample, read at iteration STEP, sees circuits' step STEP."""
+    captured, result = _circuits_capture(fresh)
+    hidden = _nnsight_across_sampling(fresh)
+    torch.testing.assert_close(hidden, captured, rtol=0, atol=1e-4)  # rounding compounds over STEP steps
+    assert (hidden - result.previous).abs().max() > 1e-3
+
+
+@OBSERVED_BUG
+def test_sampling_loop_bitwise(fresh):
+    captured, _ = _circuits_capture(fresh)
+    hidden = _nnsight_across_sampling(fresh)
+    assert torch.equal(hidden, captured)
+
+
+@OBSERVED_BUG
+def test_wrapping_keeps_fused_attention(fresh):
+    """Wrapping with NNsight must not change what circuits computes outside a trace."""
+    before = circuits.sample(fresh, PROMPTS, seed=0, steps=STEPS, progress=False).latents
+    NNsight(fresh.unet)
+    probs = fresh.sites.module(fresh.sites.attention_probs()[0])
+    assert not probs.observed
+    after = circuits.sample(fresh, PROMPTS, seed=0, steps=STEPS, progress=False).latents
+    assert torch.equal(before, after)
