@@ -111,9 +111,9 @@ def test_nnsight_sees_hook_points(fresh):
     sample = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     embeds = torch.randn(2, fresh.tokenizer.model_max_length, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad(), unet.trace(sample, 10, encoder_hidden_states=embeds):
-        eps = unet.eps.output.save()
-        hidden = _envoy(unet, SITE).output.save()
-        out = unet.output.save()
+        hidden = _envoy(unet, SITE).output.save()  # read in execution order, as nnsight requires
+        out = unet.output.save()  # the root's forward returns before its forward hooks run ...
+        eps = unet.eps.output.save()  # ... and unet.eps is called from circuits' forward hook
     assert torch.equal(eps, out.sample)  # unet.eps is the noise prediction itself
     assert hidden.shape == (2, 4 * 4, 4 * 64)  # [batch, 4x4 positions, GEGLU hidden = 4 x 64 channels]
 
