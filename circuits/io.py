@@ -1,0 +1,57 @@
+"""Atomic file output: write to a temporary file in the same folder, then rename over the target.
+
+A crash or interrupt mid-write leaves the old file (or nothing), never half a file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path`` and move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+    return atomic_write(path, lambda f: f.write(text))
+
+
+def image_grid(rows: Sequence[Sequence[Any]], *, scale: int = 1, pad: int = 2) -> Any:
+    """Paste PIL images into a grid (rows of equal-sized images), upscaled by ``scale``."""
+    from PIL import Image
+
+    w, h = rows[0][0].size
+    w, h = w * scale, h * scale
+    n_cols = max(len(r) for r in rows)
+    grid = Image.new("RGB", (n_cols * (w + pad) + pad, len(rows) * (h + pad) + pad), "white")
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            grid.paste(image.resize((w, h), Image.NEAREST), (pad + j * (w + pad), pad + i * (h + pad)))
+    return grid
+
+
+def save_image(path: str | os.PathLike[str], image: Any) -> Path:
+    suffix = Path(path).suffix.lstrip(".").upper() or "PNG"
+    fmt = "JPEG" if suffix == "JPG" else suffix
+    return atomic_write(path, lambda f: image.save(f, format=fmt))
