@@ -1,0 +1,24 @@
+"""The pocket model: a tiny, real Stable Diffusion pipeline trained on a procedurally rendered world.
+
+* :mod:`circuits.pocket.world` - the renderer, captions, held-out split (numpy/PIL only).
+* :mod:`circuits.pocket.tokenizer` - BPE trained with ``tokenizers``, saved in CLIP's layout.
+* :mod:`circuits.pocket.oracle` - reads colour / shape / texture / background from images.
+* :mod:`circuits.pocket.train` - reproducible training script (VAE, then UNet + text encoder).
+* :mod:`circuits.pocket.evaluate` - prompt following on held-out prompts, synonym gap, speed, grid.
+
+The shipped pipeline lives in :data:`PIPELINE_DIR` and loads with
+``StableDiffusionPipeline.from_pretrained(PIPELINE_DIR, torch_dtype=torch.float32,
+local_files_only=True)``; sample with ``height=32, width=32``. See ``MODEL_CARD.md``.
+Importing this package is cheap (no torch/diffusers import).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+PIPELINE_DIR = PACKAGE_DIR / "pipeline"
+ORACLE_PATH = PACKAGE_DIR / "oracle.npz"
+IMAGE_SIZE = 32
+
+__all__ = ["PACKAGE_DIR", "PIPELINE_DIR", "ORACLE_PATH", "IMAGE_SIZE"]
