@@ -82,3 +82,23 @@ def test_ffn_hidden_is_input_of_out_projection(model):
     finally:
         handle.remove()
     torch.testing.assert_close(run.captures["h"][0], seen["input"], rtol=0, atol=0)
+
+
+def test_lazy_hook_points_materialise_only_when_read(model):
+    import circuits.sites.attention as attention
+
+    probs = model.sites.attention_probs()[0]
+    point = model.sites.module(probs)
+    assert not point.observed  # unhooked: the fused kernel runs
+    with circuits.intervene(model, [circuits.Capture(probs)]):
+        assert point.observed
+    assert not point.observed
+    assert model.sites.materialize("unet.*attn2.probs") == model.sites.attention_probs()
+    try:
+        assert point.observed
+    finally:
+        model.sites.materialize("unet.*attn2.probs", enabled=False)
+    assert not point.observed
+    with pytest.raises(SiteError, match="not a hook point"):
+        model.sites.materialize("unet.conv_in")
+    assert attention.CircuitsAttnProcessor  # the processor that reads `observed`

@@ -100,7 +100,7 @@ def intervene(
     handles: list[Any] = []
     restores: list[tuple[torch.nn.Parameter, Tensor]] = []
     completed = False
-    active: list[Run] = model.__dict__.setdefault("_active_runs", [])
+    active: list[Run] = model.active_runs
     try:
         for intervention in run.graph:
             for part in intervention.expand(model):
@@ -222,4 +222,4 @@ def _report(run: Run, strict: bool) -> None:
 
 def active_runs(model: Diffusion) -> list[Run]:
     """Runs currently applied to ``model`` (the sampler checks their scopes against its schedule)."""
-    return list(model.__dict__.get("_active_runs", []))
+    return list(model.active_runs)

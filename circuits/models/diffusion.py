@@ -33,6 +33,8 @@ class Diffusion:
     scheduler: Any
     source: str = "<pipeline>"
     sites: SiteIndex = field(init=False, repr=False)
+    #: intervention runs applied right now (the sampler checks their scopes against its schedule)
+    active_runs: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         instrument_unet(self.unet)
@@ -60,7 +62,9 @@ class Diffusion:
 
     def parameter(self, name: str) -> nn.Parameter:
         """A parameter by its prefixed state-dict name, e.g. ``unet.conv_in.weight``."""
-        name = self.sites.canonical(name.rsplit(".", 1)[0]) + "." + name.rsplit(".", 1)[1] if "." in name else name
+        module_path, _, leaf = name.rpartition(".")
+        if module_path:
+            name = f"{self.sites.canonical(module_path)}.{leaf}"
         component, _, path = name.partition(".")
         root = {"unet": self.unet, "text_encoder": self.text_encoder}.get(component)
         params = dict(root.named_parameters()) if root is not None else {}

@@ -16,13 +16,22 @@ from torch import nn
 class HookPoint(nn.Module):
     """``forward(x) = x``; exists to be hooked."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        #: set by ``model.sites.materialize(...)`` for tracers (nnsight) that read without torch hooks
+        self.always: bool = False
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
     @property
     def observed(self) -> bool:
-        """True when something reads this point: a torch hook, or a tracer that replaced ``forward``.
+        """True when something reads this point: a torch hook (every circuits intervention is one),
+        or ``always`` set explicitly.
 
-        Values that are expensive to materialise (attention probabilities) are computed only then.
+        Values that are expensive to materialise (attention probabilities, a key bias) are computed
+        only then. Tracers that replace ``forward`` (nnsight) do not count, so wrapping a model in
+        nnsight keeps the fused attention kernel; call ``model.sites.materialize("unet.*attn2.probs")``
+        to read probabilities there.
         """
-        return bool(self._forward_hooks or self._forward_pre_hooks or "forward" in self.__dict__)
+        return bool(self._forward_hooks or self._forward_pre_hooks or self.always)

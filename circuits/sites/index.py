@@ -143,6 +143,23 @@ class SiteIndex:
             hint += "; site names start with 'unet.' or 'text_encoder.'"
         return f"unknown site {name!r}: {hint}"
 
+    def materialize(self, pattern: str, enabled: bool = True) -> list[str]:
+        """Compute the value of lazy hook points (``probs``, ``key_bias``) even without torch hooks.
+
+        Circuits' own interventions never need this; a tracer that reads modules by replacing
+        ``forward`` (nnsight) does. Returns the hook points switched.
+        """
+        from circuits.sites.hook_point import HookPoint
+
+        switched = []
+        for name in self.resolve(pattern):
+            module = self._modules[name]
+            if not isinstance(module, HookPoint):
+                raise SiteError(f"{name!r} is not a hook point; materialize() takes e.g. 'unet.*attn2.probs'")
+            module.always = enabled
+            switched.append(name)
+        return switched
+
     # -- selectors -----------------------------------------------------------------------
     def _attention(self, cross: bool) -> list[str]:
         from diffusers.models.attention_processor import Attention
