@@ -1,0 +1,36 @@
+"""The command line demo and atomic output writing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from circuits.cli import main
+from circuits.io import atomic_write, write_json
+
+
+def test_demo_on_a_tiny_model_writes_grid_and_summary(tmp_path, capsys):
+    assert main(["demo", "--model", "tiny", "--steps", "2", "--quiet", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 2 and "zero_tokens" in summary["graph"]
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_cli_reports_bad_input_without_a_traceback(capsys):
+    assert main(["sites", "--model", "no/such-model-here"]) == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = write_json(tmp_path / "metrics.json", {"ok": 1})
+
+    def broken(handle):
+        handle.write(b'{"half": ')
+        raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(target, broken)
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left
