@@ -240,3 +240,13 @@ def test_bad_inputs_raise_and_leave_nothing_behind(model, prompts):
     with pytest.raises(ShapeError, match="returned"):
         run_eps(model, prompts, [Replace("unet.eps", lambda x: x[:1])])
     assert_same_state(before, snapshot(model))
+
+
+def test_model_output_sites_are_interventable(model, prompts):
+    _, ref = run_eps(model, prompts, [Capture("text_encoder.encoder", name="enc", branch="cond")])
+    _, out = run_eps(model, prompts, [Scale("text_encoder.encoder", 0.0, branch="cond"),
+                                      Capture("text_encoder.final_layer_norm", name="ln", branch="cond")])
+    assert ref.captures["enc"].shape[-2:] == (16, 32)
+    # the final layer norm of an all-zero residual stream is its bias, the same at every position
+    ln = out.captures["ln"][0]
+    torch.testing.assert_close(ln, model.text_encoder.final_layer_norm.bias.detach().expand_as(ln))

@@ -54,9 +54,11 @@ def make_scheduler(model: Diffusion, scheduler: Any = None) -> Any:
     return type(scheduler).from_config(scheduler.config)
 
 
-@torch.no_grad()
 def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str) -> torch.Tensor:
-    """Text embeddings ``[len(prompts), tokens, dim]`` as the pipeline computes them, in a text-phase context."""
+    """Text embeddings ``[len(prompts), tokens, dim]`` as the pipeline computes them, in a text-phase context.
+
+    Runs under the caller's grad mode (``sample`` sets it from its ``grad`` argument).
+    """
     for prompt in prompts:
         layout(model.tokenizer, prompt)  # raises a clear PromptError for over-long prompts
     ids = model.tokenizer(

@@ -34,8 +34,12 @@ def _replace_primary(output: Any, fn) -> Any:
         return fn(output)
     if isinstance(output, tuple):
         return (fn(output[0]), *output[1:])
-    if hasattr(output, "sample"):
+    if hasattr(output, "sample"):  # diffusers BaseOutput
         output.sample = fn(output.sample)
+        return output
+    if hasattr(output, "keys") and hasattr(output, "__setitem__"):  # transformers ModelOutput
+        first = next(iter(output.keys()))
+        output[first] = fn(output[first])
         return output
     raise TypeError(f"cannot find the tensor in a module output of type {type(output).__name__}")
 
