@@ -73,9 +73,12 @@ class Replace(Intervention):
             self.value = torch.tensor(float(self.value))
         if not (isinstance(self.value, Tensor) or callable(self.value)):
             raise ShapeError(f"{self.describe()}: value must be a tensor, a number or a function")
-        self._takes_ctx = callable(self.value) and not isinstance(self.value, Tensor) and len(
-            inspect.signature(self.value).parameters
-        ) >= 2
+        self._takes_ctx = False
+        if callable(self.value) and not isinstance(self.value, Tensor):
+            try:
+                self._takes_ctx = len(inspect.signature(self.value).parameters) >= 2
+            except (TypeError, ValueError):  # builtins without a signature take one argument
+                self._takes_ctx = False
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         selected = _rows(x, selection)

@@ -26,7 +26,12 @@ _AXIS_ALIASES = {"positions": ("positions", "tokens", "queries", "height", "widt
 
 @dataclass
 class Capture(Intervention):
-    """Record the value at ``site`` (for the selected rows; with ``tokens=``, those positions only)."""
+    """Record the value at ``site`` (for the selected rows; with ``tokens=``, those positions only).
+
+    Read it as ``run.captures[key]``: ``[calls, rows, ...]`` stacked, or the running mean with
+    ``over_steps="mean"``. The key is ``name`` when given; a glob site records one entry per
+    matched site, keyed by the site's name.
+    """
 
     site: str
     mean_over: Sequence[str] = ()
