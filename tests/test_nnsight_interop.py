@@ -5,13 +5,10 @@ Every test loads its *own* copy of the tiny pipeline: ``NNsight(module)`` instal
 ``forward`` on every submodule for the life of the module, so wrapping the session-wide ``model``
 fixture would leak into other tests.
 
-Known bug (xfail, strict): ``HookPoint.observed`` treats any instance-level ``forward`` as "someone
-reads this point", and nnsight installs one on every module it wraps. After ``NNsight(unet)`` every
-``<attn>.probs`` / ``<attn>.key_bias`` point therefore looks observed forever, so every attention layer
-leaves the fused SDPA kernel (explicit softmax + matmul, and a zero key bias), in and outside traces.
-Values then differ from circuits' own run by float rounding (~1e-6), not bitwise. The bitwise tests
-below are marked ``xfail(strict=True)``: when ``observed`` is fixed they XPASS and fail, and the
-marker must go. The ``_close`` variants hold today and check that site and step are the right ones.
+Wrapping must not change what circuits computes: ``HookPoint.observed`` counts torch hooks and an
+explicit ``model.sites.materialize(...)`` only, so the nnsight controller ``forward`` leaves attention
+on the fused SDPA kernel and values are bitwise equal. Lazy points (``probs``, ``key_bias``) are
+computed for nnsight only after ``materialize``.
 """
 
 from __future__ import annotations
@@ -30,12 +27,6 @@ STEPS = 4
 STEP = 2  # the step compared (not the first, so earlier steps' numerics feed into it)
 BLOCK = "down_blocks.1.attentions.0.transformer_blocks.0"  # the 64-channel resolution
 SITE = f"unet.{BLOCK}.ff.hidden"
-
-OBSERVED_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="HookPoint.observed is True for every hook point of an nnsight-wrapped module (nnsight's controller "
-    "lives in module.__dict__['forward']), so attention leaves the fused SDPA path and values differ by rounding",
-)
 
 
 @pytest.fixture()
@@ -125,42 +116,28 @@ def test_nnsight_sees_hook_points(fresh):
     assert torch.isfinite(resid).all() and last is not None
 
 
-def test_recorded_call_close(fresh):
-    """Same site, same step: nnsight on the recorded UNet inputs vs circuits' Capture, within rounding."""
+def test_recorded_call_bitwise(fresh):
+    """Same site, same step: nnsight on the recorded UNet inputs of step STEP vs circuits' Capture.
+
+    Same inputs, same modules, same kernels, so bitwise equal on the CPU (no tolerance).
+    """
     captured, result = _circuits_capture(fresh)
     hidden, eps = _nnsight_on_recorded_call(fresh, result)
     assert hidden.shape == captured.shape
-    torch.testing.assert_close(hidden, captured, rtol=0, atol=1e-5)
-    torch.testing.assert_close(eps.chunk(2)[1], result.trajectory.noise_cond[STEP], rtol=0, atol=1e-5)
-    # the previous step is far away, so the check above pins the step, not just the site
-    assert (hidden - result.previous).abs().max() > 1e-3
-
-
-@OBSERVED_BUG
-def test_recorded_call_bitwise(fresh):
-    """Same inputs, same modules, same kernels: the values must be bitwise equal (CPU)."""
-    captured, result = _circuits_capture(fresh)
-    hidden, eps = _nnsight_on_recorded_call(fresh, result)
     assert torch.equal(hidden, captured)
     assert torch.equal(eps.chunk(2)[1], result.trajectory.noise_cond[STEP])
-
-
-def test_sampling_loop_close(fresh):
-    """An nnsight trace over circuits.sample, read at iteration STEP, sees circuits' step STEP."""
-    captured, result = _circuits_capture(fresh)
-    hidden = _nnsight_across_sampling(fresh)
-    torch.testing.assert_close(hidden, captured, rtol=0, atol=1e-4)  # rounding compounds over STEP steps
+    # the previous step differs clearly, so the match pins the step, not just the site
     assert (hidden - result.previous).abs().max() > 1e-3
 
 
-@OBSERVED_BUG
 def test_sampling_loop_bitwise(fresh):
-    captured, _ = _circuits_capture(fresh)
+    """An nnsight trace over the whole circuits.sample loop, read at iteration STEP, sees step STEP."""
+    captured, result = _circuits_capture(fresh)
     hidden = _nnsight_across_sampling(fresh)
     assert torch.equal(hidden, captured)
+    assert (hidden - result.previous).abs().max() > 1e-3
 
 
-@OBSERVED_BUG
 def test_wrapping_keeps_fused_attention(fresh):
     """Wrapping with NNsight must not change what circuits computes outside a trace."""
     before = circuits.sample(fresh, PROMPTS, seed=0, steps=STEPS, progress=False).latents
@@ -169,3 +146,27 @@ def test_wrapping_keeps_fused_attention(fresh):
     assert not probs.observed
     after = circuits.sample(fresh, PROMPTS, seed=0, steps=STEPS, progress=False).latents
     assert torch.equal(before, after)
+
+
+def test_materialized_probs_match(fresh):
+    """Attention probabilities, materialised for nnsight, equal circuits' Capture at the same step."""
+    site = fresh.sites.attention_probs()[1]  # cross-attention of down_blocks.1
+    result = circuits.sample(
+        fresh, PROMPTS, seed=0, steps=STEPS, progress=False, graph=[circuits.Capture(site, steps=[STEP])]
+    )
+    captured = result.captures[site][0]
+    assert fresh.sites.materialize(site) == [site]
+    try:
+        unet = NNsight(fresh.unet)
+
+        def run(prompts):
+            return circuits.sample(fresh, prompts, seed=0, steps=STEPS, progress=False)
+
+        with unet.trace(PROMPTS, fn=run) as tracer:
+            for _ in tracer.iter[STEP]:
+                probs = _envoy(unet, site).output.save()
+    finally:
+        fresh.sites.materialize(site, enabled=False)
+    assert probs.shape == captured.shape  # [rows, heads, queries, keys]
+    assert torch.equal(probs, captured)
+    torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs.sum(-1)))
