@@ -249,59 +249,81 @@ def psnr(vae, images: np.ndarray, bs: int = 128) -> float:
     return float((10 * torch.log10(1.0 / mse)).mean())
 
 
-def train_vae(args, out: Path) -> None:
-    final = out / "vae.pt"
-    if final.exists():
-        log.info("vae: %s exists, skipping", final)
-        return
-    train, val = prepare_data(args, out)
-    torch.manual_seed(args.seed)
-    vae = make_vae()
-    bs, base_lr, warm = args.vae_batch, 1e-3, 100
+def _vae_stage(args, out: Path, vae, train, *, name: str, total: int, base_lr: float,
+               warm: int, stream: int) -> None:
+    """Train ``vae`` in place for ``total`` steps (AdamW, warm-up + cosine), resumable from
+    ``<out>/<name>_ckpt.pt``. ``stream`` separates the random streams of the stages."""
+    bs = args.vae_batch
 
     def batch(step):
-        rng = np.random.default_rng([args.seed, 1, step])
+        rng = np.random.default_rng([args.seed, stream, step])
         return to_tensor(train[rng.integers(len(train), size=bs)])
 
-    if args.vae_steps:
-        total = fix_steps("vae_steps", args.vae_steps, out)
-    else:
-        probe = copy.deepcopy(vae)
-        popt = torch.optim.AdamW(probe.parameters(), lr=base_lr)
-
-        def probe_step(i):
-            loss = vae_loss(probe, batch(i), torch.Generator().manual_seed(i), 1e-5)
-            loss.backward()
-            popt.step()
-            popt.zero_grad(set_to_none=True)
-
-        total = measure_steps("vae_steps", probe_step, args.vae_minutes, out)
-        del probe, popt
     opt = torch.optim.AdamW(vae.parameters(), lr=base_lr, weight_decay=0.0)
-    ckpt = out / "vae_ckpt.pt"
+    ckpt = out / f"{name}_ckpt.pt"
     step = 0
     if ckpt.exists() and args.resume:
         state = torch.load(ckpt, weights_only=False)
         vae.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
-        log.info("vae: resumed at step %d", step)
+        log.info("%s: resumed at step %d", name, step)
     vae.train()
     t0, start, last_ckpt = time.perf_counter(), step, time.perf_counter()
     while step < total:
         set_lr(opt, lr_at(step, total, base_lr, warm))
-        loss = vae_loss(vae, batch(step), torch.Generator().manual_seed(args.seed * 7919 + step), 1e-5)
+        gen = torch.Generator().manual_seed(args.seed * 7919 + step + (0 if stream == 1 else 100_000 * stream))
+        loss = vae_loss(vae, batch(step), gen, 1e-5)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
         step += 1
         if step % args.log_every == 0 or step == total:
-            progress("vae", step, total, t0, start, loss=loss.item())
+            progress(name, step, total, t0, start, loss=loss.item())
         if time.perf_counter() - last_ckpt > args.ckpt_minutes * 60 and step < total:
             atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)
             last_ckpt = time.perf_counter()
     vae.eval()
+
+
+def train_vae(args, out: Path) -> None:
+    """Stage 1: ``--vae-steps`` at lr 1e-3 (-> vae_stage1.pt); stage 2 (fine-tune):
+    ``--vae-finetune-steps`` at lr 5e-4 from stage 1; then latents + scaling factor (-> vae.pt)."""
+    final = out / "vae.pt"
+    if final.exists():
+        log.info("vae: %s exists, skipping", final)
+        return
+    train, val = prepare_data(args, out)
+    stage1 = out / "vae_stage1.pt"
+    vae = make_vae()
+    if stage1.exists():
+        vae.load_state_dict(torch.load(stage1, weights_only=False)["model"])
+        log.info("vae: loaded stage 1 from %s", stage1)
+    else:
+        torch.manual_seed(args.seed)
+        vae = make_vae()
+        if args.vae_steps:
+            total = fix_steps("vae_steps", args.vae_steps, out)
+        else:
+            probe = copy.deepcopy(vae)
+            popt = torch.optim.AdamW(probe.parameters(), lr=1e-3)
+            rng = np.random.default_rng(0)
+
+            def probe_step(i):
+                x = to_tensor(train[rng.integers(len(train), size=args.vae_batch)])
+                vae_loss(probe, x, torch.Generator().manual_seed(i), 1e-5).backward()
+                popt.step()
+                popt.zero_grad(set_to_none=True)
+
+            total = measure_steps("vae_steps", probe_step, args.vae_minutes, out)
+            del probe, popt
+        _vae_stage(args, out, vae, train, name="vae", total=total, base_lr=1e-3, warm=100, stream=1)
+        atomic_save({"model": vae.state_dict(), "step": total, "val_psnr_db": psnr(vae, val)}, stage1)
+    log.info("vae: stage 1 val PSNR %.2f dB", psnr(vae, val))
+    ft = fix_steps("vae_finetune_steps", args.vae_finetune_steps, out)
+    if ft:
+        _vae_stage(args, out, vae, train, name="vae_ft", total=ft, base_lr=5e-4, warm=20, stream=3)
     val_psnr = psnr(vae, val)
     # cache latent means of the training set, set scaling_factor = 1 / std
     lat = []
@@ -313,9 +335,10 @@ def train_vae(args, out: Path) -> None:
     log.info("vae: val PSNR %.2f dB, latent std %.4f -> scaling_factor %.4f", val_psnr, std, 1 / std)
     atomic_save(lat, out / "latents.pt")
     metrics = {"vae_val_psnr_db": val_psnr, "latent_std": std, "scaling_factor": 1 / std,
-               "vae_steps": total, "vae_batch": bs}  # fmt: skip
+               "vae_steps": load_plan(out).get("vae_steps"), "vae_finetune_steps": ft,
+               "vae_batch": args.vae_batch}  # fmt: skip
     atomic_write_json(metrics, out / "vae_metrics.json")
-    atomic_save({"model": vae.state_dict(), "scaling_factor": 1 / std, "step": total}, final)
+    atomic_save({"model": vae.state_dict(), "scaling_factor": 1 / std}, final)
 
 
 # ----------------------------------------------------------------------------- UNet + text
@@ -495,6 +518,8 @@ def parse_args(argv=None):
     p.add_argument("--n-val", type=int, default=512)
     p.add_argument("--vae-minutes", type=float, default=8.0)
     p.add_argument("--vae-steps", type=int, default=0, help="fix the step count (0: by time)")
+    p.add_argument("--vae-finetune-steps", type=int, default=600,
+                   help="second VAE stage (lr 5e-4) from the stage-1 weights")
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--unet-minutes", type=float, default=45.0)
     p.add_argument("--unet-steps", type=int, default=0, help="fix the step count (0: by time)")
