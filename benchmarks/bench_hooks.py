@@ -69,7 +69,7 @@ def resolve_folder(args: argparse.Namespace) -> tuple[str, Path, Any]:
     from circuits.models.loading import POCKET_DIR
 
     if args.folder:
-        return "folder", Path(args.folder), None
+        return f"folder {Path(args.folder).name}", Path(args.folder), None
     model = args.model
     if model is None:
         model = "pocket" if (POCKET_DIR / "model_index.json").is_file() else "tiny"
@@ -87,8 +87,9 @@ def resolve_folder(args: argparse.Namespace) -> tuple[str, Path, Any]:
 def load_pipeline(folder: Path):
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(
-        folder, local_files_only=True, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    pipe = StableDiffusionPipeline.from_pretrained(  # float32, as circuits.load (pocket ships float16)
+        folder, dtype=torch.float32, local_files_only=True, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -282,6 +283,79 @@ def summarise(times: dict[str, list[float]], cpu: dict[str, list[float]]) -> dic
 
 
 # --------------------------------------------------------------------------------------------
+# per-UNet-call microbenchmark: adjacent calls pair up, so slow drift cancels
+# --------------------------------------------------------------------------------------------
+def unet_call_bench(args: argparse.Namespace, folder: Path) -> dict[str, dict[str, float]]:
+    """One UNet call (CFG batch, mid-schedule timestep) of the plain pipeline's UNet vs circuits' UNet
+    under each graph, alternating call by call (ABBA), ``args.unet_pairs`` pairs per graph."""
+    import circuits
+    from circuits.sampling.sampler import encode_prompts, make_scheduler
+
+    model = circuits.load(folder)
+    pipe = load_pipeline(folder)
+    prompts = PROMPTS[: args.batch]
+    n = len(prompts)
+    cond = encode_prompts(model, prompts, "cond")
+    uncond = encode_prompts(model, [""] * n, "uncond")
+    embeds = torch.cat([uncond, cond])
+    scheduler = make_scheduler(model)
+    scheduler.set_timesteps(args.steps)
+    step = args.steps // 2
+    t = scheduler.timesteps[step]
+    side = model.default_size // model.vae_scale_factor
+    x = torch.randn(2 * n, model.unet.config.in_channels, side, side, generator=torch.Generator().manual_seed(0))
+    ctx = dict(
+        phase="unet", prompts=[""] * n + prompts, branch_rows={"uncond": range(n), "cond": range(n, 2 * n)},
+        step=step, timestep=float(t), num_steps=args.steps,
+    )
+    ffn, cross = model.sites.ffn_hidden(), model.sites.cross_attention()
+    graphs = {
+        "circuits_empty": circuits.Graph(),
+        "zero_eot": circuits.Graph([circuits.ZeroTokens(s, tokens="eot_all") for s in cross]),
+        "capture_ffn_mean": circuits.Graph(
+            [circuits.Capture(s, mean_over=("batch", "positions"), over_steps="mean") for s in ffn]
+        ),
+        # running mean over calls instead of a stack, so memory stays flat over many calls
+        "capture_ffn_full": circuits.Graph([circuits.Capture(s, over_steps="mean") for s in ffn]),
+    }
+
+    def plain():
+        return pipe.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+
+    def hooked():
+        return model.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+
+    out: dict[str, dict[str, float]] = {}
+    for name, graph in graphs.items():
+        with torch.no_grad(), circuits.intervene(model, graph), circuits.step_context(**ctx):
+            for _ in range(3):
+                plain(), hooked()
+            ratios, t_plain, t_hooked = [], [], []
+            for i in range(args.unet_pairs):
+                pair = {}
+                for label, fn in (("p", plain), ("h", hooked)) if i % 2 == 0 else (("h", hooked), ("p", plain)):
+                    start = time.perf_counter()
+                    fn()
+                    pair[label] = time.perf_counter() - start
+                t_plain.append(pair["p"])
+                t_hooked.append(pair["h"])
+                ratios.append(pair["h"] / pair["p"])
+        q1, q3 = _quartiles(ratios)
+        out[name] = {
+            "median_paired_ratio": statistics.median(ratios),
+            "paired_ratio_q1": q1,
+            "paired_ratio_q3": q3,
+            "ratio_of_medians": statistics.median(t_hooked) / statistics.median(t_plain),
+            "plain_median_ms": 1e3 * statistics.median(t_plain),
+            "hooked_median_ms": 1e3 * statistics.median(t_hooked),
+            "extra_ms_per_call": 1e3 * (statistics.median(t_hooked) - statistics.median(t_plain)),
+            "pairs": len(ratios),
+        }
+        print(f"  unet call {name}: paired ratio {out[name]['median_paired_ratio']:.3f}", flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
 # memory (one fresh subprocess per mode: peak RSS only ever grows)
 # --------------------------------------------------------------------------------------------
 def _peak_rss_kib() -> int:
@@ -400,6 +474,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-nnsight", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--unet-pairs", type=int, default=200,
+                        help="pairs of single UNet calls per graph in the per-call benchmark (0: skip it)")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--_memory-child", dest="memory_child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -418,6 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model info: {info}", flush=True)
     times, cpu_times = time_variants(variants, args.repeats, args.warmup)
     summary = summarise(times, cpu_times)
+    per_call = unet_call_bench(args, folder) if args.unet_pairs else None
     memory = None if args.no_memory else measure_memory(args, folder)
     info_machine = machine()
     info_machine["loadavg_end"] = os.getloadavg()
@@ -431,8 +508,18 @@ def main(argv: list[str] | None = None) -> None:
         "min = best / best; cpu = ratio of median process CPU time"
     )
     print(f"checks: {info['checks']}")
+    if per_call:
+        print(f"\nper UNet call ({args.unet_pairs} adjacent pairs; plain pipeline UNet vs circuits UNet + graph):")
+        print(f"{'graph':20s} {'paired':>7s} {'paired IQR':>13s} {'plain ms':>9s} {'extra ms':>9s}  goal (on paired)")
+        for name, c in per_call.items():
+            goal = GOALS.get(name)
+            verdict = f"<= {goal:.2f}x " + ("met" if c["median_paired_ratio"] <= goal else "MISSED") if goal else ""
+            print(
+                f"{name:20s} {c['median_paired_ratio']:7.3f} {c['paired_ratio_q1']:6.3f}-{c['paired_ratio_q3']:<6.3f} "
+                f"{c['plain_median_ms']:9.2f} {c['extra_ms_per_call']:9.2f}  {verdict}"
+            )
     if memory:
-        print("\npeak memory (fresh process each; growth of peak RSS over a plain sampling run in the same process):")
+        print("\npeak memory (fresh process each; peak RSS during the run minus RSS before it, after a warm-up run):")
         for mode, m in memory.items():
             print(
                 f"  {mode:8s} peak growth {m['peak_growth_kib'] / 1024:8.2f} MiB, captures held "
@@ -445,7 +532,7 @@ def main(argv: list[str] | None = None) -> None:
             "command": command, "model": label, "folder": str(folder) if label != "tiny" else "<tmp tiny>",
             "prompts": PROMPTS[: args.batch], "steps": args.steps, "seed": args.seed, "repeats": args.repeats,
             "model_info": info, "goals": GOALS, "summary": summary, "times_s": times, "cpu_times_s": cpu_times,
-            "memory": memory,
+            "per_unet_call": per_call, "memory": memory,
             "machine": info_machine,
         }
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
