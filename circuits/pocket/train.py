@@ -19,12 +19,13 @@ Phases (``--phase all`` runs them in order; each can be run alone and resumed wi
    ``from_pretrained(..., local_files_only=True)`` and samples a few images as a check.
 
 Reproducibility: every random draw comes from a generator seeded by ``--seed`` and the step
-number, so a resumed run continues exactly. Each phase has a time budget (``--vae-minutes``,
-``--unet-minutes``): before training, a few throw-away steps on a copy of the model measure the
-speed, and the step count that fits is fixed once and written to ``<out>/plan.json``; the
-learning-rate schedule is a function of that step count. Pass ``--vae-steps``/``--unet-steps`` to
-fix the step counts (the model card records the ones used), which gives identical weights on
-the same CPU type, thread count and library versions.
+number, so a resumed run continues exactly. The defaults are the step counts of the shipped
+weights (VAE 800 + 600 fine-tune steps, UNet 1,800 steps), which gives identical weights on the
+same CPU type, thread count and library versions. Alternatively each phase can be sized by a time
+budget: ``--vae-steps 0 --vae-minutes M`` / ``--unet-steps 0 --unet-minutes M`` run a few
+throw-away steps on a copy of the model to measure the speed, fix the step count that fits once
+and write it to ``<out>/plan.json``; the learning-rate schedule (warm-up + cosine) is a function of
+that step count, so the run is still step-based.
 
 Checkpoints are written every ``--ckpt-minutes`` atomically (temp file, then ``os.replace``).
 """
@@ -517,12 +518,12 @@ def parse_args(argv=None):
     p.add_argument("--n-train", type=int, default=20000, help="rendered training images")
     p.add_argument("--n-val", type=int, default=512)
     p.add_argument("--vae-minutes", type=float, default=8.0)
-    p.add_argument("--vae-steps", type=int, default=0, help="fix the step count (0: by time)")
+    p.add_argument("--vae-steps", type=int, default=800, help="stage-1 steps (0: as many as fit in --vae-minutes)")
     p.add_argument("--vae-finetune-steps", type=int, default=600,
                    help="second VAE stage (lr 5e-4) from the stage-1 weights")
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--unet-minutes", type=float, default=45.0)
-    p.add_argument("--unet-steps", type=int, default=0, help="fix the step count (0: by time)")
+    p.add_argument("--unet-steps", type=int, default=1800, help="steps (0: as many as fit in --unet-minutes)")
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=4e-4)
     p.add_argument("--ema", type=float, default=0.999)
