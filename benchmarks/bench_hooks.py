@@ -25,8 +25,10 @@ Run (the numbers in docs/performance.md come from this)::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_hooks.py --json benchmarks/results.json
 
-``--model pocket|tiny`` (default: pocket when installed, else a tiny random pipeline built in a
-temporary folder); ``--folder PATH`` benchmarks any diffusers SD folder.
+``--model pocket|pocket-arch|tiny`` (default: pocket when installed, else tiny). ``pocket-arch`` builds
+the pocket architecture (configs from ``circuits.pocket.train``) with untrained weights in a temporary
+folder -- timing depends on the architecture only; ``tiny`` is ``circuits.build_tiny_pipeline``.
+``--folder PATH`` benchmarks any diffusers SD folder.
 """
 
 from __future__ import annotations
@@ -75,13 +77,42 @@ def resolve_folder(args: argparse.Namespace) -> tuple[str, Path, Any]:
         model = "pocket" if (POCKET_DIR / "model_index.json").is_file() else "tiny"
     if model == "pocket":
         if not (POCKET_DIR / "model_index.json").is_file():
-            sys.exit(f"--model pocket: not installed at {POCKET_DIR}; use --model tiny")
+            sys.exit(f"--model pocket: not installed at {POCKET_DIR}; use --model pocket-arch or tiny")
         return "pocket", POCKET_DIR, None
-    keeper = tempfile.TemporaryDirectory(prefix="bench_tiny_")
-    import circuits
+    keeper = tempfile.TemporaryDirectory(prefix=f"bench_{model}_")
+    folder = Path(keeper.name) / model
+    if model == "pocket-arch":
+        build_pocket_arch(folder)
+    else:
+        import circuits
 
-    circuits.build_tiny_pipeline(Path(keeper.name) / "tiny")
-    return "tiny", Path(keeper.name) / "tiny", keeper
+        circuits.build_tiny_pipeline(folder)
+    return model, folder, keeper
+
+
+def build_pocket_arch(folder: Path) -> None:
+    """The pocket model's architecture, tokenizer and float16 export, with untrained (seeded) weights:
+    speed depends on the architecture, not on what the weights learned."""
+    from diffusers import StableDiffusionPipeline
+
+    from circuits.pocket import tokenizer as pocket_tokenizer
+    from circuits.pocket import train
+
+    tok_dir = folder.parent / "pocket_tokenizer"
+    tokenizer = pocket_tokenizer.build(tok_dir)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(0)
+    try:
+        pipe = StableDiffusionPipeline(
+            vae=train.make_vae(), text_encoder=train.make_text_encoder(tokenizer), tokenizer=tokenizer,
+            unet=train.make_unet(), scheduler=train.make_ddim(), safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False,
+        )
+    finally:
+        torch.random.set_rng_state(state)
+    pipe.to(torch.float16)  # as circuits.pocket.train.export ships it
+    pipe.save_pretrained(folder, safe_serialization=True)
+    pocket_tokenizer.fix_saved_tokenizer(tok_dir, folder / "tokenizer")
 
 
 def load_pipeline(folder: Path):
@@ -464,8 +495,9 @@ def print_table(summary: dict[str, dict[str, float]]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", choices=("pocket", "tiny"), default=None,
-                        help="pocket (default when installed) or a tiny random pipeline")
+    parser.add_argument("--model", choices=("pocket", "pocket-arch", "tiny"), default=None,
+                        help="pocket (default when installed); pocket-arch: its architecture with untrained weights; "
+                        "tiny: a tiny random pipeline (default otherwise)")
     parser.add_argument("--folder", help="benchmark this diffusers SD folder instead")
     parser.add_argument("--batch", type=int, default=4, choices=range(1, len(PROMPTS) + 1), metavar="N")
     parser.add_argument("--steps", type=int, default=25)
@@ -529,7 +561,7 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.json:
         payload = {
-            "command": command, "model": label, "folder": str(folder) if label != "tiny" else "<tmp tiny>",
+            "command": command, "model": label, "folder": str(folder) if keeper is None else f"<tmp {label}>",
             "prompts": PROMPTS[: args.batch], "steps": args.steps, "seed": args.seed, "repeats": args.repeats,
             "model_info": info, "goals": GOALS, "summary": summary, "times_s": times, "cpu_times_s": cpu_times,
             "per_unet_call": per_call, "memory": memory,
