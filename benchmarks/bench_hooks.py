@@ -283,6 +283,16 @@ def time_variants(
     return wall, cpu
 
 
+def _median_ci(values: list[float], level: float = 0.95, resamples: int = 2000) -> tuple[float, float]:
+    """Bootstrap confidence interval of the median (seeded, so reruns print the same interval)."""
+    import random
+
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return medians[int(tail * resamples)], medians[int((1 - tail) * resamples) - 1]
+
+
 def _quartiles(values: list[float]) -> tuple[float, float]:
     if len(values) < 2:
         return values[0], values[0]
@@ -306,6 +316,7 @@ def summarise(times: dict[str, list[float]], cpu: dict[str, list[float]]) -> dic
             "median_paired_ratio": statistics.median(paired),
             "paired_ratio_q1": p1,
             "paired_ratio_q3": p3,
+            "paired_ratio_ci95": _median_ci(paired),
             "ratio_of_mins": min(ts) / min(base),
             "cpu_median_s": statistics.median(cpu[name]),
             "cpu_ratio_of_medians": statistics.median(cpu[name]) / statistics.median(base_cpu),
@@ -376,6 +387,8 @@ def unet_call_bench(args: argparse.Namespace, folder: Path) -> dict[str, dict[st
             "median_paired_ratio": statistics.median(ratios),
             "paired_ratio_q1": q1,
             "paired_ratio_q3": q3,
+            "paired_ratio_ci95": _median_ci(ratios),
+            "ratios": ratios,
             "ratio_of_medians": statistics.median(t_hooked) / statistics.median(t_plain),
             "plain_median_ms": 1e3 * statistics.median(t_plain),
             "hooked_median_ms": 1e3 * statistics.median(t_hooked),
