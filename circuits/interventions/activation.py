@@ -45,15 +45,14 @@ def _check_broadcast(value: Tensor, target: Tensor, owner: str, site: str, argum
 
 def _scatter(x: Tensor, selection: Selection, new_rows: Tensor) -> Tensor:
     """``x`` with the selected rows (and tokens) taken from ``new_rows``."""
-    index = torch.tensor(selection.rows, device=x.device)
-    full = x.index_copy(0, index, new_rows.expand(len(selection.rows), *x.shape[1:]).to(x.dtype))
+    full = x.index_copy(0, selection.index(x), new_rows.expand(len(selection.rows), *x.shape[1:]).to(x.dtype))
     if selection.token_mask is None:
         return full
     return torch.where(selection.where(x), full, x)
 
 
 def _rows(x: Tensor, selection: Selection) -> Tensor:
-    return x.index_select(0, torch.tensor(selection.rows, device=x.device))
+    return x.index_select(0, selection.index(x))
 
 
 @dataclass
@@ -116,10 +115,10 @@ class Ablate(Intervention):
             raise ScopeError(f"{self.describe()}: mean= is only used with mode='mean'")
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
+        if self.mode == "zero":  # one fused op: this is ZeroTokens' hot path
+            return x.masked_fill(selection.where(x), 0.0)
         selected = _rows(x, selection)
-        if self.mode == "zero":
-            new = torch.zeros_like(selected)
-        elif self.mean is not None:
+        if self.mean is not None:
             new = _check_broadcast(self.mean, selected, self.describe(), site, "mean")
         else:
             new = selected.mean(dim=0, keepdim=True)
@@ -135,8 +134,10 @@ class Scale(Intervention):
     kind = "scale"
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
-        selected = _rows(x, selection)
         factor = self.factor
+        if not isinstance(factor, Tensor):
+            return torch.where(selection.where(x), x * factor, x)
+        selected = _rows(x, selection)
         if isinstance(factor, Tensor):
             factor = _check_broadcast(factor, selected, self.describe(), site, "factor")
         return _scatter(x, selection, selected * factor)

@@ -54,7 +54,7 @@ class Capture(Intervention):
         return self.name if self.name and not expanded else site
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
-        value = x.index_select(0, torch.tensor(selection.rows, device=x.device))
+        value = x.index_select(0, selection.index(x))
         axes = list(self._site_axes)
         if selection.token_mask is not None:
             counts = selection.token_mask.sum(dim=1)

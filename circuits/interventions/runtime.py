@@ -149,7 +149,7 @@ def _bind(run: Run, part: Intervention, site: str, *, expanded: bool) -> _Bindin
 
 def _make_hook(model: Diffusion, binding: _Binding):
     intervention = binding.intervention
-    token_masks: dict[tuple[str, ...], Tensor] = {}
+    selections: dict = {}
 
     def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
         binding.site_calls += 1
@@ -158,7 +158,7 @@ def _make_hook(model: Diffusion, binding: _Binding):
             return None
 
         def transform(x: Tensor) -> Tensor:
-            selection = _select(model, binding, ctx, x, token_masks)
+            selection = _select(model, binding, ctx, x, selections)
             if selection is None:
                 return x
             binding.hits += 1
@@ -171,9 +171,23 @@ def _make_hook(model: Diffusion, binding: _Binding):
     return hook
 
 
-def _select(
-    model: Diffusion, binding: _Binding, ctx: StepContext | None, x: Tensor, cache: dict[tuple[str, ...], Tensor]
-) -> Selection | None:
+_MISSING = object()
+
+
+def _select(model: Diffusion, binding: _Binding, ctx: StepContext | None, x: Tensor, cache: dict) -> Selection | None:
+    """The rows/tokens this call selects; cached, since prompts and shapes repeat across steps."""
+    key = (
+        None if ctx is None else (ctx.prompts, tuple(sorted(ctx.branch_rows.items()))),
+        tuple(x.shape),
+        x.device,
+    )
+    found = cache.get(key, _MISSING)
+    if found is _MISSING:
+        found = cache[key] = _build_selection(model, binding, ctx, x)
+    return found  # type: ignore[return-value]
+
+
+def _build_selection(model: Diffusion, binding: _Binding, ctx: StepContext | None, x: Tensor) -> Selection | None:
     intervention = binding.intervention
     rows = batch_rows(intervention.branch, intervention.rows, ctx, x.shape[0], intervention.origin.describe())
     if not rows:
@@ -194,10 +208,7 @@ def _select(
                 f"{intervention.origin.describe()}: the step context has {len(ctx.prompts)} prompts "
                 f"but {binding.site} has {x.shape[0]} rows"
             )
-        key = ctx.prompts
-        if key not in cache:
-            cache[key] = token_mask(model.tokenizer, ctx.prompts, selection)
-        mask = cache[key][list(rows)]
+        mask = token_mask(model.tokenizer, ctx.prompts, selection)[list(rows)]
         if mask.shape[1] != x.shape[token_dim]:
             raise ScopeError(
                 f"{intervention.origin.describe()}: {binding.site} has {x.shape[token_dim]} token positions, "

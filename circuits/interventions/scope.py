@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -64,27 +63,42 @@ def check_timesteps(values: Any, owner: str) -> tuple[float, float] | None:
     return (low, high)
 
 
-@dataclass(frozen=True)
 class Selection:
-    """Where an intervention applies in one call: batch rows, and a token mask over those rows."""
+    """Where an intervention applies in one call: batch rows, and a token mask over those rows.
 
-    rows: tuple[int, ...]
-    token_dim: int | None = None
-    token_mask: Bool[Tensor, "rows tokens"] | None = None
+    The runtime caches one Selection per prompt set and shape, so the index and mask tensors
+    below are built once per sampling run, not once per step.
+    """
+
+    def __init__(
+        self, rows: tuple[int, ...], token_dim: int | None = None, token_mask: Bool[Tensor, "rows tokens"] | None = None
+    ) -> None:
+        self.rows = rows
+        self.token_dim = token_dim
+        self.token_mask = token_mask
+        self._index: Tensor | None = None
+        self._where: Tensor | None = None
+
+    def index(self, x: Tensor) -> Tensor:
+        """The selected rows as a long tensor on ``x``'s device."""
+        if self._index is None or self._index.device != x.device:
+            self._index = torch.tensor(self.rows, device=x.device)
+        return self._index
 
     def where(self, x: Tensor) -> Bool[Tensor, "..."]:
         """A boolean mask broadcastable to ``x``: True on the selected rows (and tokens)."""
+        if self._where is not None and self._where.device == x.device:
+            return self._where
         shape = [x.shape[0]] + [1] * (x.ndim - 1)
-        mask = torch.zeros(shape, dtype=torch.bool, device=x.device)
-        index = torch.tensor(self.rows, device=x.device)
-        if self.token_mask is None:
-            mask[index] = True
-            return mask
-        shape[self.token_dim] = x.shape[self.token_dim]
-        mask = torch.zeros(shape, dtype=torch.bool, device=x.device)
         view = [len(self.rows)] + [1] * (x.ndim - 1)
-        view[self.token_dim] = x.shape[self.token_dim]
-        mask[index] = self.token_mask.to(x.device).view(view)
+        if self.token_mask is None:
+            rows_value = torch.ones(view, dtype=torch.bool, device=x.device)
+        else:
+            shape[self.token_dim] = view[self.token_dim] = x.shape[self.token_dim]
+            rows_value = self.token_mask.to(x.device).view(view)
+        mask = torch.zeros(shape, dtype=torch.bool, device=x.device)
+        mask[self.index(x)] = rows_value
+        self._where = mask
         return mask
 
 
