@@ -481,6 +481,15 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
+    try:  # which circuits was measured
+        root = Path(__file__).resolve().parent.parent
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        status = ["git", "status", "--porcelain", "--untracked-files=no", "circuits"]
+        info["circuits_dirty"] = bool(subprocess.run(status, cwd=root, capture_output=True, text=True).stdout)
+    except (OSError, subprocess.CalledProcessError):
+        pass
     for pkg in ("diffusers", "transformers", "nnsight"):
         try:
             info[pkg] = __import__(pkg).__version__
@@ -533,6 +542,7 @@ def main(argv: list[str] | None = None) -> None:
     command = "OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python " + " ".join(
         shlex.quote(a) for a in [os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else argv)
     )
+    info_machine = machine()  # before the run: the commit whose code is imported below
     label, folder, keeper = resolve_folder(args)
     print(f"command: {command}\nmodel: {label} ({folder})", flush=True)
     variants, info = build_variants(args, folder)
@@ -541,7 +551,6 @@ def main(argv: list[str] | None = None) -> None:
     summary = summarise(times, cpu_times)
     per_call = unet_call_bench(args, folder) if args.unet_pairs else None
     memory = None if args.no_memory else measure_memory(args, folder)
-    info_machine = machine()
     info_machine["loadavg_end"] = os.getloadavg()
 
     print(f"\ncommand: {command}")
