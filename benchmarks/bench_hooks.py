@@ -21,6 +21,9 @@ Variants (goal in brackets):
 - ``nnsight_diffusers``  the same through nnsight alone: ``NNsight(pipe.unet)`` of a plain pipeline,
                          traced over ``pipe(...)``, reading each ``ff.net[2].input``
 
+Per UNet call (adjacent pairs against the plain pipeline's UNet): the graphs above, and
+``nnsight_wrapped_idle`` (circuits' UNet after ``NNsight(unet)``, called outside any trace).
+
 Run (the numbers in docs/performance.md come from this)::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python benchmarks/bench_hooks.py --json benchmarks/results.json
@@ -361,15 +364,28 @@ def unet_call_bench(args: argparse.Namespace, folder: Path) -> dict[str, dict[st
         "capture_ffn_full": circuits.Graph([circuits.Capture(s, over_steps="mean") for s in ffn]),
     }
 
+    units = {name: model.unet for name in graphs}
+    if not args.no_nnsight:
+        from nnsight import NNsight
+
+        # an nnsight-wrapped copy, called outside any trace: what wrapping costs when idle
+        wrapped = circuits.load(folder)
+        NNsight(wrapped.unet)
+        graphs["nnsight_wrapped_idle"] = circuits.Graph()
+        units["nnsight_wrapped_idle"] = wrapped.unet
+
     def plain():
         return pipe.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
 
-    def hooked():
-        return model.unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
-
     out: dict[str, dict[str, float]] = {}
     for name, graph in graphs.items():
-        with torch.no_grad(), circuits.intervene(model, graph), circuits.step_context(**ctx):
+        unet = units[name]
+        owner = model if unet is model.unet else wrapped
+
+        def hooked(unet=unet):
+            return unet(x, t, encoder_hidden_states=embeds, return_dict=False)[0]
+
+        with torch.no_grad(), circuits.intervene(owner, graph), circuits.step_context(**ctx):
             for _ in range(3):
                 plain(), hooked()
             ratios, t_plain, t_hooked = [], [], []
