@@ -466,17 +466,30 @@ def memory_child(args: argparse.Namespace) -> None:
 
 
 def measure_memory(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
+    """Each mode ``args.memory_repeats`` times, each in a fresh process; glibc's allocator makes single
+    peak-RSS readings jump by tens of MiB, so the median and the range are reported."""
     out = {}
     for mode in ("empty", "reduced", "full"):
-        cmd = [sys.executable, __file__, "--_memory-child", mode, "--folder", str(folder),
-               "--batch", str(args.batch), "--steps", str(args.steps), "--seed", str(args.seed)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        if proc.returncode:
-            raise RuntimeError(f"memory child {mode} failed:\n{proc.stderr[-3000:]}")
-        line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
-        data = json.loads(line)
-        data["peak_growth_kib"] = data["peak_rss_kib"] - data["rss_before_kib"]
-        out[mode] = data
+        runs = []
+        for _ in range(args.memory_repeats):
+            cmd = [sys.executable, __file__, "--_memory-child", mode, "--folder", str(folder),
+                   "--batch", str(args.batch), "--steps", str(args.steps), "--seed", str(args.seed)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            if proc.returncode:
+                raise RuntimeError(f"memory child {mode} failed:\n{proc.stderr[-3000:]}")
+            line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
+            data = json.loads(line)
+            data["peak_growth_kib"] = data["peak_rss_kib"] - data["rss_before_kib"]
+            runs.append(data)
+        growth = [r["peak_growth_kib"] for r in runs]
+        out[mode] = {
+            "captures_bytes": runs[0]["captures_bytes"],
+            "peak_growth_kib": statistics.median(growth),
+            "peak_growth_kib_min": min(growth),
+            "peak_growth_kib_max": max(growth),
+            "peak_rss_kib": statistics.median(r["peak_rss_kib"] for r in runs),
+            "runs": runs,
+        }
     return out
 
 
@@ -544,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--no-nnsight", action="store_true")
     parser.add_argument("--no-memory", action="store_true")
+    parser.add_argument("--memory-repeats", type=int, default=3, help="fresh processes per memory mode")
     parser.add_argument("--unet-pairs", type=int, default=200,
                         help="pairs of single UNet calls per graph in the per-call benchmark (0: skip it)")
     parser.add_argument("--json", help="write the results here")
@@ -592,7 +606,8 @@ def main(argv: list[str] | None = None) -> None:
         print("\npeak memory (fresh process each; peak RSS during the run minus RSS before it, after a warm-up run):")
         for mode, m in memory.items():
             print(
-                f"  {mode:8s} peak growth {m['peak_growth_kib'] / 1024:8.2f} MiB, captures held "
+                f"  {mode:8s} peak growth {m['peak_growth_kib'] / 1024:8.2f} MiB "
+                f"({m['peak_growth_kib_min'] / 1024:.1f}-{m['peak_growth_kib_max'] / 1024:.1f}), captures held "
                 f"{m['captures_bytes'] / 2**20:9.3f} MiB, peak RSS {m['peak_rss_kib'] / 1024:.1f} MiB"
             )
     print(f"machine: {info_machine}")
