@@ -346,11 +346,31 @@ def train_vae(args, out: Path) -> None:
 
 
 def train_unet(args, out: Path) -> None:
+    """Stage 1: UNet + text encoder from scratch; stage 2 (``--unet-continue-steps``): a second
+    cosine cycle started from stage 1's EMA weights, with fresh optimiser state and new batches."""
+    if args.unet_steps:
+        total = fix_steps("unet_steps", args.unet_steps, out)
+    else:
+        total = 0  # measured inside the stage
+    _unet_stage(args, out, name="unet", total=total, base_lr=args.unet_lr, warmup=200, init=None)
+    if args.unet_continue_steps:
+        fix_steps("unet_continue_steps", args.unet_continue_steps, out)
+        _unet_stage(args, out, name="unet2", total=args.unet_continue_steps, base_lr=args.unet_continue_lr,
+                    warmup=50, init=out / "unet_final.pt")  # fmt: skip
+
+
+def final_unet_state(out: Path) -> Path:
+    """The checkpoint export uses: the last finished UNet stage."""
+    second = out / "unet2_final.pt"
+    return second if second.exists() else out / "unet_final.pt"
+
+
+def _unet_stage(args, out: Path, *, name: str, total: int, base_lr: float, warmup: int, init: Path | None) -> None:
     from diffusers import DDPMScheduler
 
-    final = out / "unet_final.pt"
+    final = out / f"{name}_final.pt"
     if final.exists():
-        log.info("unet: %s exists, skipping", final)
+        log.info("%s: %s exists, skipping", name, final)
         return
     tok = pocket_tokenizer.load(out / "tokenizer")
     vstate = torch.load(out / "vae.pt", weights_only=False)
@@ -362,19 +382,26 @@ def train_unet(args, out: Path) -> None:
     torch.manual_seed(args.seed + 1)
     unet = make_unet()
     text = make_text_encoder(tok)
-    bs, base_lr, warm = args.unet_batch, args.unet_lr, 200
+    if init is not None:
+        start_state = torch.load(init, weights_only=False)
+        unet.load_state_dict(start_state["ema_unet"])
+        text.load_state_dict(start_state["ema_text"])
+        log.info("%s: starting from %s", name, init)
+    bs = args.unet_batch
     n_tok = tok.model_max_length
+    # stage 2 draws batches from a different stream than stage 1
+    stream = 2 if init is None else 3
 
     def batch(step):
-        rng = np.random.default_rng([args.seed, 2, step])
+        rng = np.random.default_rng([args.seed, stream, step])
         idx = rng.integers(len(latents), size=bs)
-        crng = random.Random(f"pocket-captions/{args.seed}/{step}")
+        crng = random.Random(f"pocket-captions/{args.seed}/{step}" + ("" if init is None else f"/{name}"))
         caps = [
             "" if crng.random() < args.caption_dropout else caption(scenes[i], crng) for i in idx
         ]
         ids = tok(caps, padding="max_length", max_length=n_tok, truncation=True,
                   return_tensors="pt").input_ids  # fmt: skip
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step + (0 if init is None else 500_000_000))
         noise = torch.randn(bs, 4, 8, 8, generator=g)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (bs,), generator=g)
         return latents[torch.from_numpy(idx)], ids, noise, t
@@ -386,9 +413,7 @@ def train_unet(args, out: Path) -> None:
         return F.mse_loss(u(xt, t, ctx).sample, noise)
 
     params = list(unet.parameters()) + list(text.parameters())
-    if args.unet_steps:
-        total = fix_steps("unet_steps", args.unet_steps, out)
-    else:
+    if not total:
         pu, pt = copy.deepcopy(unet), copy.deepcopy(text)
         popt = torch.optim.AdamW(list(pu.parameters()) + list(pt.parameters()), lr=base_lr)
 
@@ -398,14 +423,14 @@ def train_unet(args, out: Path) -> None:
             popt.zero_grad(set_to_none=True)
 
         # the EMA update and clipping cost a little too: measure with 5% margin
-        total = measure_steps("unet_steps", probe_step, args.unet_minutes * 0.95, out)
+        total = measure_steps(f"{name}_steps", probe_step, args.unet_minutes * 0.95, out)
         del pu, pt, popt
     opt = torch.optim.AdamW(params, lr=base_lr, weight_decay=0.01)
     ema_u, ema_t = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     ema_params = list(ema_u.parameters()) + list(ema_t.parameters())
     for p in ema_params:
         p.requires_grad_(False)
-    ckpt = out / "unet_ckpt.pt"
+    ckpt = out / f"{name}_ckpt.pt"
     step = 0
     if ckpt.exists() and args.resume:
         s = torch.load(ckpt, weights_only=False)
@@ -415,26 +440,27 @@ def train_unet(args, out: Path) -> None:
         ema_t.load_state_dict(s["ema_text"])
         opt.load_state_dict(s["opt"])
         step = s["step"]
-        log.info("unet: resumed at step %d", step)
+        log.info("%s: resumed at step %d", name, step)
     unet.train()
     text.train()
     t0, start, last_ckpt = time.perf_counter(), step, time.perf_counter()
     losses = []
     while step < total:
-        set_lr(opt, lr_at(step, total, base_lr, warm))
+        set_lr(opt, lr_at(step, total, base_lr, warmup))
         loss = loss_fn(unet, text, batch(step))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        decay = min(args.ema, (1 + step) / (10 + step))
+        # a continued stage starts from EMA weights, so its EMA need not warm up
+        decay = args.ema if init is not None else min(args.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_mul_(ema_params, decay)
             torch._foreach_add_(ema_params, params, alpha=1 - decay)
         step += 1
         losses.append(loss.item())
         if step % args.log_every == 0 or step == total:
-            progress("unet", step, total, t0, start, loss=float(np.mean(losses[-args.log_every :])),
+            progress(name, step, total, t0, start, loss=float(np.mean(losses[-args.log_every :])),
                      lr=opt.param_groups[0]["lr"])  # fmt: skip
         if time.perf_counter() - last_ckpt > args.ckpt_minutes * 60 and step < total:
             state = {"unet": unet.state_dict(), "text": text.state_dict(),
@@ -442,13 +468,13 @@ def train_unet(args, out: Path) -> None:
                      "opt": opt.state_dict(), "step": step}  # fmt: skip
             atomic_save(state, ckpt)
             last_ckpt = time.perf_counter()
-            log.info("unet: checkpoint at step %d", step)
+            log.info("%s: checkpoint at step %d", name, step)
     atomic_save(
         {"ema_unet": ema_u.state_dict(), "ema_text": ema_t.state_dict(), "step": total,
          "final_loss": float(np.mean(losses[-200:])) if losses else None},
         final,
     )  # fmt: skip
-    log.info("unet: done, %d steps", total)
+    log.info("%s: done, %d steps", name, total)
 
 
 # ----------------------------------------------------------------------------- export
@@ -462,7 +488,7 @@ def export(args, out: Path) -> Path:
     vstate = torch.load(out / "vae.pt", weights_only=False)
     vae = make_vae(scaling_factor=float(vstate["scaling_factor"]))
     vae.load_state_dict(vstate["model"])
-    ustate = torch.load(out / "unet_final.pt", weights_only=False)
+    ustate = torch.load(final_unet_state(out), weights_only=False)
     unet = make_unet()
     unet.load_state_dict(ustate["ema_unet"])
     text = make_text_encoder(tok)
@@ -524,6 +550,9 @@ def parse_args(argv=None):
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--unet-minutes", type=float, default=45.0)
     p.add_argument("--unet-steps", type=int, default=1800, help="steps (0: as many as fit in --unet-minutes)")
+    p.add_argument("--unet-continue-steps", type=int, default=0,
+                   help="second UNet stage from stage 1's EMA weights (fresh AdamW, new cosine cycle)")
+    p.add_argument("--unet-continue-lr", type=float, default=2e-4)
     p.add_argument("--unet-batch", type=int, default=64)
     p.add_argument("--unet-lr", type=float, default=4e-4)
     p.add_argument("--ema", type=float, default=0.999)
