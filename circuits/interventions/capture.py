@@ -54,7 +54,9 @@ class Capture(Intervention):
         return self.name if self.name and not expanded else site
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
-        value = x.index_select(0, selection.index(x))
+        # selections covering every row (the common reduced capture) read x itself: no copy
+        all_rows = len(selection.rows) == x.shape[0] and selection.token_mask is None
+        value = x if all_rows else x.index_select(0, selection.index(x))
         axes = list(self._site_axes)
         if selection.token_mask is not None:
             counts = selection.token_mask.sum(dim=1)
@@ -80,6 +82,8 @@ class Capture(Intervention):
             value = value.mean(dim=tuple(sorted(set(dims))))
         if not self.keep_grad:
             value = value.detach()
+        if value.data_ptr() == x.data_ptr():  # unreduced: never keep a view a later in-place op could change
+            value = value.clone()
         assert self._sink is not None
         self._sink.add(value, ctx)
         return x

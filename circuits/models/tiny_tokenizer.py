@@ -16,15 +16,31 @@ from pathlib import Path
 SOT, EOT = "<|startoftext|>", "<|endoftext|>"
 
 
-def _merges_for(word: str) -> list[tuple[str, str]]:
-    """Left-to-right merges spelling ``word`` as one ``</w>``-terminated token."""
-    symbols = list(word[:-1]) + [word[-1] + "</w>"]
-    merges = []
-    current = symbols[0]
-    for nxt in symbols[1:]:
-        merges.append((current, nxt))
-        current = current + nxt
-    return merges
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """Apply ranked merges to a symbol list exactly as BPE does (lowest rank first)."""
+    symbols = list(symbols)
+    while len(symbols) > 1:
+        pairs = [(ranks.get((a, b)), i) for i, (a, b) in enumerate(zip(symbols, symbols[1:]))]
+        ranked = [(r, i) for r, i in pairs if r is not None]
+        if not ranked:
+            break
+        _, i = min(ranked)
+        symbols[i : i + 2] = [symbols[i] + symbols[i + 1]]
+    return symbols
+
+
+def _spell_as_one(symbols: list[str], merges: list[tuple[str, str]], ranks: dict[tuple[str, str], int]) -> None:
+    """Append merges until BPE turns ``symbols`` into a single token.
+
+    Earlier words' merges apply first (they rank higher), so we merge whatever pieces BPE leaves,
+    left to right, re-running BPE after each; appended merges cannot change earlier words.
+    """
+    pieces = _bpe(symbols, ranks)
+    while len(pieces) > 1:
+        pair = (pieces[0], pieces[1])
+        ranks[pair] = len(merges)
+        merges.append(pair)
+        pieces = _bpe(symbols, ranks)
 
 
 def write_clip_tokenizer(
@@ -49,24 +65,16 @@ def write_clip_tokenizer(
     for token in alphabet + [a + "</w>" for a in alphabet]:
         vocab.setdefault(token, len(vocab))
     merges: list[tuple[str, str]] = []
-
-    def add_merges(pairs: list[tuple[str, str]]) -> None:
-        for a, b in pairs:
-            if (a, b) not in merges:
-                merges.append((a, b))
-                vocab.setdefault(a + b, len(vocab))
-
+    ranks: dict[tuple[str, str], int] = {}
     for word in words:
-        add_merges(_merges_for(word))
+        _spell_as_one(list(word[:-1]) + [word[-1] + "</w>"], merges, ranks)
     for word, prefix in (split or {}).items():
         rest = word[len(prefix):]
         assert word.startswith(prefix) and rest, (word, prefix)
-        if len(prefix) > 1:  # prefix as a word-internal token (no </w>)
-            pairs = [(prefix[0], prefix[1])]
-            for ch in prefix[2:]:
-                pairs.append((pairs[-1][0] + pairs[-1][1], ch))
-            add_merges(pairs)
-        add_merges(_merges_for(rest))
+        _spell_as_one(list(prefix), merges, ranks)  # prefix: a word-internal token (no </w>)
+        _spell_as_one(list(rest[:-1]) + [rest[-1] + "</w>"], merges, ranks)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     vocab[SOT] = len(vocab)
     vocab[EOT] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
