@@ -36,7 +36,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     plain = circuits.sample(model, DEMO_PROMPTS, seed=args.seed, steps=args.steps, progress=not args.quiet)
     graph = circuits.Graph([circuits.ZeroTokens("unet.*attn2", tokens="eot_all", branch="cond")])
-    zeroed = circuits.sample(model, DEMO_PROMPTS, seed=args.seed, steps=args.steps, graph=graph, progress=not args.quiet)
+    zeroed = circuits.sample(
+        model, DEMO_PROMPTS, seed=args.seed, steps=args.steps, graph=graph, progress=not args.quiet
+    )
     seconds = time.perf_counter() - start
     out = Path(args.out)
     save_image(out / "grid.png", image_grid([plain.images, zeroed.images], scale=4))
@@ -90,10 +92,14 @@ def cmd_sites(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="circuits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="circuits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", default="pocket", help="'pocket', 'tiny' (random, for smoke tests), a folder or a hub id")
+    common.add_argument(
+        "--model", default="pocket", help="'pocket', 'tiny' (random, for smoke tests), a folder or a hub id"
+    )
     common.add_argument("--seed", type=int, default=0)
     common.add_argument("--steps", type=int, default=25)
     common.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -69,14 +69,17 @@ class Capture(Intervention):
             positions = selection.token_mask.nonzero()[:, 1].view(len(selection.rows), -1).to(x.device)
             shape = [len(selection.rows)] + [1] * (x.ndim - 1)
             shape[dim] = positions.shape[1]
-            index = positions.view(shape).expand(*[s if i != dim else positions.shape[1] for i, s in enumerate(value.shape)])
+            sizes = [s if i != dim else positions.shape[1] for i, s in enumerate(value.shape)]
+            index = positions.view(shape).expand(*sizes)
             value = value.gather(dim, index)
         dims = []
         for name in self.mean_over:
             wanted = _AXIS_ALIASES.get(name, (name,))
             hit = [i for i, a in enumerate(axes) if a in wanted]
             if not hit:
-                raise ShapeError(f"{self.describe()} at {site}: cannot average over {name!r}; this site's axes are {axes}")
+                raise ShapeError(
+                    f"{self.describe()} at {site}: cannot average over {name!r}; this site's axes are {axes}"
+                )
             dims.extend(hit)
         if dims:
             value = value.mean(dim=tuple(sorted(set(dims))))

@@ -39,7 +39,8 @@ class Graph(list):
 
     # -- JSON ----------------------------------------------------------------------------
     def to_json(self, **dump_kwargs: Any) -> str:
-        return json.dumps({"circuits_graph": FORMAT_VERSION, "interventions": [i.to_dict() for i in self]}, **dump_kwargs)
+        data = {"circuits_graph": FORMAT_VERSION, "interventions": [i.to_dict() for i in self]}
+        return json.dumps(data, **dump_kwargs)
 
     @classmethod
     def from_json(cls, text: str) -> "Graph":
@@ -50,7 +51,9 @@ class Graph(list):
         if not isinstance(data, dict) or "interventions" not in data:
             raise GraphFormatError('graph JSON must be an object {"circuits_graph": 1, "interventions": [...]}')
         if data.get("circuits_graph") != FORMAT_VERSION:
-            raise GraphFormatError(f"graph JSON has format {data.get('circuits_graph')!r}; this circuits reads {FORMAT_VERSION}")
+            raise GraphFormatError(
+                f"graph JSON has format {data.get('circuits_graph')!r}; this circuits reads {FORMAT_VERSION}"
+            )
         items = data["interventions"]
         if not isinstance(items, list):
             raise GraphFormatError("graph JSON: 'interventions' must be a list")

@@ -109,7 +109,9 @@ def _from_hub(hub_id: str, dtype: torch.dtype | None) -> Diffusion:
             requires_safety_checker=False,
         )
     except Exception as error:  # hub errors come in many classes; all mean "not here"
-        why = "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached or has no such model"
+        why = (
+            "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached or has no such model"
+        )
         raise ModelLoadError(
             f"cannot load {hub_id!r}: {why}, and no cached copy was found. Download it where a hub is "
             f"reachable (StableDiffusionPipeline.from_pretrained({hub_id!r}).save_pretrained('some/folder')), "

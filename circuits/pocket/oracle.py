@@ -24,8 +24,8 @@ import argparse
 import colorsys
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter

@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from . import tokenizer as pocket_tokenizer
-from .world import dataset, render_batch, caption
+from .world import caption, dataset, render_batch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_PIPELINE_DIR = PACKAGE_DIR / "pipeline"
@@ -342,6 +342,51 @@ def train_vae(args, out: Path) -> None:
     atomic_save({"model": vae.state_dict(), "scaling_factor": 1 / std}, final)
 
 
+# ----------------------------------------------------------------------------- seeding from a pipeline
+
+
+def seed_from_pipeline(args, out: Path, source: Path) -> None:
+    """Fill a run folder from an exported pipeline so that later phases continue from it.
+
+    Writes ``tokenizer/`` (the pipeline's own files: the text encoder's embedding rows follow its
+    vocabulary), ``vae.pt`` and ``latents.pt`` (the pipeline's VAE, the training set re-rendered
+    and encoded) and ``unet_final.pt`` (the pipeline's UNet and text encoder as stage-1 EMA
+    weights). With ``--unet-continue-steps`` the second UNet stage then starts from the shipped
+    model. The shipped weights are fp16, so this continues from their rounding of the original
+    fp32 EMA weights, not bitwise from the original run.
+    """
+    import shutil
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    if (out / "unet_final.pt").exists():
+        log.info("init-from: %s already seeded, skipping", out)
+        return
+    if not (source / "model_index.json").is_file():
+        raise SystemExit(f"--init-from {source}: not a pipeline folder (no model_index.json)")
+    tok_dir = out / "tokenizer"
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    shutil.copytree(source / "tokenizer", tok_dir)
+    train, _ = prepare_data(args, out)
+    vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32, local_files_only=True)
+    sf = float(vae.config.scaling_factor)
+    vae_state = make_vae(scaling_factor=sf)
+    vae_state.load_state_dict(vae.state_dict())
+    lat = []
+    with torch.no_grad():
+        for i in range(0, len(train), 256):
+            lat.append(vae_state.encode(to_tensor(train[i : i + 256])).latent_dist.mean)
+    atomic_save(torch.cat(lat), out / "latents.pt")
+    atomic_save({"model": vae_state.state_dict(), "scaling_factor": sf}, out / "vae.pt")
+    unet = UNet2DConditionModel.from_pretrained(source / "unet", torch_dtype=torch.float32, local_files_only=True)
+    text = CLIPTextModel.from_pretrained(source / "text_encoder", dtype=torch.float32, local_files_only=True)
+    atomic_save({"ema_unet": unet.state_dict(), "ema_text": text.state_dict(), "step": None,
+                 "seeded_from": str(source)}, out / "unet_final.pt")  # fmt: skip
+    log.info("init-from: seeded %s from %s (tokenizer, VAE, latents, UNet + text encoder)", out, source)
+
+
 # ----------------------------------------------------------------------------- UNet + text
 
 
@@ -561,6 +606,9 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 for determinism)")
     p.add_argument("--pipeline-out", default=str(DEFAULT_PIPELINE_DIR))
+    p.add_argument("--init-from", default=None, metavar="PIPELINE_DIR",
+                   help="seed --out from an exported pipeline (e.g. circuits/pocket/pipeline) and continue "
+                        "from it: use with --phase unet --unet-continue-steps N")
     return p.parse_args(argv)
 
 
@@ -577,6 +625,8 @@ def main(argv=None) -> None:
     log.info("args: %s", vars(args))
     log.info("torch %s, threads %d", torch.__version__, torch.get_num_threads())
     atomic_write_json(vars(args), out / f"args_{args.phase}.json")
+    if args.init_from:
+        seed_from_pipeline(args, out, Path(args.init_from))
     if args.phase in ("vae", "all"):
         train_vae(args, out)
     if args.phase in ("unet", "all"):

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -275,7 +275,7 @@ def prompt(scene: Scene, *, colour_word: str | None = None, with_texture: bool =
 def caption_corpus(n: int = 20000, seed: int = 0) -> Iterator[str]:
     """Captions for tokenizer training: every template x every word at least once, then random."""
     scenes = all_scenes()
-    for i, tpl in enumerate(_TEMPLATES):
+    for i in range(len(_TEMPLATES)):
         for sc in scenes:
             yield caption(sc, i, synonym_p=0.0, template=i)
         for syn, canon in SYNONYMS.items():

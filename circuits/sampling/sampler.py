@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from circuits.context import StepContext, _CURRENT
+from circuits.context import _CURRENT, StepContext
 from circuits.errors import ScopeError
 from circuits.interventions.graph import Graph
 from circuits.interventions.runtime import Run, active_runs, intervene
@@ -103,7 +103,9 @@ def sample(
     else:
         negatives = check_prompts(negative_prompt, argument="negative_prompt")
         if len(negatives) != len(prompts):
-            raise ValueError(f"negative_prompt has {len(negatives)} entries for {len(prompts)} prompts; give one per prompt")
+            raise ValueError(
+                f"negative_prompt has {len(negatives)} entries for {len(prompts)} prompts; give one per prompt"
+            )
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r}: give a positive int")
     guidance = guidance if guidance is not None else CFG(guidance_scale)
@@ -115,7 +117,9 @@ def sample(
 
     with (intervene(model, graph, strict=strict) if graph is not None else contextlib.nullcontext()) as run:
         with torch.set_grad_enabled(grad):
-            result = _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress)
+            result = _sample(
+                model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress
+            )
         if isinstance(run, Run):
             result.captures = run.captures
     return result
@@ -152,7 +156,12 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
         model_input = torch.cat([latents] * 2) if cfg else latents
         model_input = sched.scale_model_input(model_input, t)
         ctx = StepContext(
-            phase="unet", branch_rows=branch_rows, prompts=row_prompts, step=i, timestep=float(t), num_steps=len(timesteps)
+            phase="unet",
+            branch_rows=branch_rows,
+            prompts=row_prompts,
+            step=i,
+            timestep=float(t),
+            num_steps=len(timesteps),
         )
         with _publish(ctx):
             eps = model.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
@@ -180,7 +189,9 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
             noise_cond=torch.stack(traj_cond),
             noise_uncond=torch.stack(traj_uncond) if traj_uncond else None,
         )
-    return SampleResult(images=images, latents=latents, prompts=list(prompts), seed=seed, timesteps=timesteps, trajectory=trajectory)
+    return SampleResult(
+        images=images, latents=latents, prompts=list(prompts), seed=seed, timesteps=timesteps, trajectory=trajectory
+    )
 
 
 def decode(model: Diffusion, latents: torch.Tensor) -> list[Any]:

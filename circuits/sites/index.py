@@ -4,8 +4,9 @@ A site is a module's dotted path as in the state dict, prefixed by its component
 ``unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2`` or
 ``text_encoder.encoder.layers.3``, plus the hook points that :mod:`circuits.sites.instrument` adds.
 transformers 5 dropped the ``text_model`` level of ``CLIPTextModel``; names written the SD /
-transformers 4 way (``text_encoder.text_model.encoder.layers.3``) are accepted as aliases. The value of a site is the module's output (for hook points,
-the value they name). Patterns use shell globs where ``*`` also spans dots: ``unet.*attn2``.
+transformers 4 way (``text_encoder.text_model.encoder.layers.3``) are accepted as aliases. The
+value of a site is the module's output (for hook points, the value they name). Patterns use
+shell globs where ``*`` also spans dots: ``unet.*attn2``.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class SiteIndex:
                     continue
                 name = f"{component}.{path}"
                 self._modules[name] = module
-        for name, module in self._modules.items():
+        for name in self._modules:
             parent_name, _, leaf = name.rpartition(".")
             parent = self._modules.get(parent_name)
             is_cross = isinstance(parent, Attention) and bool(parent.is_cross_attention)
@@ -103,7 +104,8 @@ class SiteIndex:
         """Map the ``text_model`` alias to the model's own spelling (either direction)."""
         if name in self._modules:
             return name
-        for written, real in (("text_encoder.text_model.", "text_encoder."), ("text_encoder.", "text_encoder.text_model.")):
+        aliases = (("text_encoder.text_model.", "text_encoder."), ("text_encoder.", "text_encoder.text_model."))
+        for written, real in aliases:
             if name.startswith(written):
                 candidate = real + name[len(written):]
                 if candidate in self._modules or any(c in candidate for c in "*?["):
