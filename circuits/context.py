@@ -26,7 +26,8 @@ class StepContext:
         phase: ``"text"`` while the text encoder runs, ``"unet"`` while the UNet runs.
         step: index of the denoising step (0 = first, noisiest); ``None`` in the text phase.
         timestep: the scheduler's timestep value for this step; ``None`` in the text phase.
-        branch_rows: batch rows of each CFG branch, e.g. ``{"uncond": (0, 1), "cond": (2, 3)}``.
+        branch_rows: batch rows of each CFG branch, e.g. ``{"uncond": (0, 1), "cond": (2, 3)}``; empty
+            when unknown (a hand-published context without prompts), meaning every row is ``"cond"``.
         prompts: the prompt of every batch row (the negative prompt on uncond rows).
         num_steps: length of the schedule, when known.
     """
@@ -70,11 +71,12 @@ def step_context(
 ) -> Iterator[StepContext]:
     """Publish a context around a hand-written model call.
 
-    ``branch_rows`` defaults to every row being ``"cond"`` (one row per prompt), which is what a
-    user calling the UNet directly on conditional inputs means.
+    ``branch_rows`` defaults to every row being ``"cond"``, which is what a user calling the UNet
+    directly on conditional inputs means: one row per prompt, or, without prompts, every row of the
+    batch the hooked module sees.
     """
     if branch_rows is None:
-        branch_rows = {"cond": tuple(range(len(prompts)))}
+        branch_rows = {"cond": tuple(range(len(prompts)))} if prompts else {}
     unknown = set(branch_rows) - set(BRANCHES)
     if unknown:
         raise ValueError(f"step_context: unknown branch names {sorted(unknown)}; use 'cond' and 'uncond'")

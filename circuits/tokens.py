@@ -175,8 +175,10 @@ def token_mask(
 def check_selection(selection: Any) -> TokenSelection:
     """Validate a selection's form (not its positions) when an intervention is built."""
     if isinstance(selection, str):
-        if selection.startswith("last_eot:") and not selection.split(":", 1)[1].isdigit():
-            raise ScopeError(f"tokens={selection!r}: write last_eot:K with an integer K, e.g. 'last_eot:3'")
+        if selection.startswith("last_eot:"):
+            k = selection.split(":", 1)[1]
+            if not k.isdigit() or int(k) < 1:
+                raise ScopeError(f"tokens={selection!r}: write last_eot:K with an integer K >= 1, e.g. 'last_eot:3'")
         return selection
     if isinstance(selection, (list, tuple)) and selection and (
         all(isinstance(i, int) and not isinstance(i, bool) for i in selection)

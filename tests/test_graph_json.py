@@ -16,9 +16,12 @@ def full_graph() -> Graph:
     return Graph([
         Capture("unet.*attn2.probs", mean_over=("batch", "heads"), over_steps="mean", name="p"),
         Replace("unet.eps", torch.arange(6, dtype=torch.float32).view(2, 3), steps=[0, 2], branch="cond"),
+        Replace("unet.conv_in", 1.5, tokens=None),  # a number becomes a 0-dim tensor
+        Scale("unet.conv_out", torch.tensor(2.0, dtype=torch.bfloat16)),
         Ablate("text_encoder.encoder.layers.0", mode="mean", mean=torch.ones(4), tokens="eot_all"),
         Scale("unet.conv_in", 0.5, timesteps=(100, 900), rows=[1]),
         MaskedPatch("unet.conv_out", torch.tensor([True, False]), torch.zeros(2, dtype=torch.float16)),
+        MaskedPatch("unet.conv_out", torch.tensor(0.5), torch.tensor(1.0)),
         ZeroTokens("unet.*attn2", tokens=["eot", "red"], renormalize=True),
         WeightEdit("unet.conv_in.bias", delta=torch.full((3,), 0.25, dtype=torch.float64)),
     ])
@@ -37,12 +40,25 @@ def test_round_trip_preserves_everything():
     graph = full_graph()
     again = Graph.from_json(graph.to_json())
     assert_same(graph, again)
+    assert again == graph
     replace = again[1]
     assert torch.equal(replace.value, graph[1].value) and replace.value.dtype == torch.float32
-    assert again[4].mask.dtype == torch.bool and again[4].source.dtype == torch.float16
-    assert again[6].delta.dtype == torch.float64
-    assert again[3].timesteps == (100.0, 900.0) and again[3].rows == (1,)
+    assert again[2].value.shape == () and float(again[2].value) == 1.5
+    assert again[3].factor.dtype == torch.bfloat16 and again[3].factor.shape == ()
+    assert again[6].mask.dtype == torch.bool and again[6].source.dtype == torch.float16
+    assert again[7].mask.shape == () and again[7].source.shape == ()
+    assert again[9].delta.dtype == torch.float64
+    assert again[5].timesteps == (100.0, 900.0) and again[5].rows == (1,)
     assert again.to_json() == graph.to_json()
+
+
+def test_equality_compares_arguments_and_tensor_values():
+    assert full_graph() == full_graph()
+    changed = full_graph()
+    changed[1] = Replace("unet.eps", torch.arange(6, dtype=torch.float64).view(2, 3), steps=[0, 2], branch="cond")
+    assert changed != full_graph()  # same values, other dtype
+    assert Scale("unet.eps", 2.0) != Scale("unet.eps", 2.0, steps=[0])
+    assert Capture("unet.eps") != Scale("unet.eps", 1.0)
 
 
 def test_graph_is_an_ordered_list():
@@ -68,12 +84,20 @@ def test_functions_cannot_be_saved():
         ('{"circuits_graph": 1, "interventions": [{"kind": "zap", "site": "x"}]}', "unknown kind 'zap'"),
         ('{"circuits_graph": 1, "interventions": [{"kind": "capture", "site": "x", "colour": 1}]}', "unknown fields"),
         ('{"circuits_graph": 1, "interventions": [{"kind": "scale", "site": "x"}]}', "factor"),
-        ('{"circuits_graph": 1, "interventions": [{"kind": "scale", "site": "x", "factor": 1, "branch": "cnd"}]}', "branch"),
+        ('{"circuits_graph": 1, "interventions": [{"kind": "scale", "site": "x", "factor": 1, "branch": "cnd"}]}',
+         r"intervention 0 \(scale\): .*branch='cnd'.*did you mean 'cond'"),
+        ('{"circuits_graph": 1, "interventions": [{"kind": "scale", "site": "x", "factor": "two"}]}',
+         r"intervention 0 \(scale\): .*factor='two'"),
+        ('{"circuits_graph": 1, "interventions": [{"kind": "capture", "site": 5}]}', r"\(capture\): .*site=5"),
+        ('{"circuits_graph": 1, "interventions": [{"kind": "ablate", "site": "x", "mode": "bogus"}]}', "mode='bogus'"),
+        ('{"circuits_graph": 1, "interventions": [{"kind": "capture", "site": "x", "steps": [-1]}]}', "steps="),
+        ('{"circuits_graph": 1, "interventions": [{"kind": "weight_edit", "param": "unet.conv_in.bias", '
+         '"value": [1.0]}]}', "value must be a floating-point torch.Tensor"),
         ('{"circuits_graph": 1, "interventions": [{"kind": "replace", "site": "x", "value": {"__tensor__": {"dtype": "float32"}}}]}', "malformed tensor"),
     ],
 )
 def test_malformed_json_names_the_problem(text, match):
-    with pytest.raises(GraphFormatError if "branch" not in match else circuits.errors.ScopeError, match=match):
+    with pytest.raises(GraphFormatError, match=match):
         Graph.from_json(text)
 
 

@@ -250,3 +250,79 @@ def test_model_output_sites_are_interventable(model, prompts):
     # the final layer norm of an all-zero residual stream is its bias, the same at every position
     ln = out.captures["ln"][0]
     torch.testing.assert_close(ln, model.text_encoder.final_layer_norm.bias.detach().expand_as(ln))
+
+
+def test_replace_passes_ctx_only_to_functions_that_want_it(model, prompts):
+    site = model.sites.ffn_hidden()[0]
+    _, ref = run_eps(model, prompts, [Capture(site, name="h", steps=[0])])
+    hidden = ref.captures["h"][0]
+    for value, expected in [
+        (torch.nn.GELU(), torch.nn.functional.gelu(hidden)),  # a module: forward(x) only
+        (lambda x, k=2.0: x * k, hidden * 2),  # an optional second argument is not the context
+        (lambda x, ctx: x * (ctx.step + 3), hidden * 3),  # named ctx: gets it
+    ]:
+        _, out = run_eps(model, prompts, [Replace(site, value, steps=[0]), Capture(site, name="h", steps=[0])])
+        torch.testing.assert_close(out.captures["h"][0], expected)
+
+
+def test_mean_ablation_with_tokens_averages_the_selected_positions(model, prompts):
+    site = "text_encoder.encoder.layers.1"
+    _, ref = run_eps(model, prompts, [Capture(site, name="x", branch="cond")])
+    x = ref.captures["x"][0]  # [prompts, tokens, channels], the text phase runs once per branch
+    eot = [circuits.layout(model.tokenizer, p).first_eot for p in prompts]
+    assert eot[0] != eot[1]  # the EoTs sit at different positions: a per-position mean would mix tokens
+    mean_eot = torch.stack([x[r, e] for r, e in enumerate(eot)]).mean(0)
+    _, out = run_eps(model, prompts, [Ablate(site, mode="mean", tokens="eot", branch="cond"),
+                                      Capture(site, name="x", branch="cond")])
+    got = out.captures["x"][0]
+    for r, e in enumerate(eot):
+        torch.testing.assert_close(got[r, e], mean_eot)
+        others = [i for i in range(x.shape[1]) if i != e]
+        assert torch.equal(got[r, others], x[r, others])
+
+
+def test_mean_over_a_single_entry_is_an_error_not_a_silent_no_op(model, prompts):
+    with pytest.raises(ScopeError, match="only 1 row"):
+        run_eps(model, prompts[:1], [Ablate("unet.eps", mode="mean", branch="cond")])
+    with pytest.raises(ScopeError, match=r"only 1 \(row, token\)"):
+        run_eps(model, prompts, [Ablate("text_encoder.encoder.layers.0", mode="mean", tokens="circle", branch="cond")])
+
+
+def test_glob_captures_with_a_name_key_by_name_and_site(model, prompts):
+    probs = model.sites.attention_probs()
+    graph = [Capture("unet.*attn2.probs", name="a", steps=[0], mean_over="heads"),
+             Capture("unet.*attn2.probs", name="b", steps=[1], mean_over="heads")]
+    _, result = run_eps(model, prompts, graph)
+    assert sorted(result.captures) == sorted([f"a/{s}" for s in probs] + [f"b/{s}" for s in probs])
+    with pytest.warns(UnmatchedInterventionWarning) as caught:
+        run_eps(model, prompts, [Capture("unet.*attn2.probs", name="never", branch="cond", rows=[0], tokens="zebra")])
+    lines = [line for w in caught for line in str(w.message).splitlines() if "never" in line]
+    assert len(lines) == 1, lines  # one report for the capture, not one per matched site
+
+
+def test_token_scoped_capture_records_the_rows_it_kept(model, prompts):
+    _, result = run_eps(model, prompts, [Capture("text_encoder.encoder.layers.0", tokens="unicorn", name="u")])
+    record = result.captures.records["u"]
+    # the text encoder runs once per branch; only the second prompt says "unicorn"
+    assert record.rows == [(1,)] and result.captures["u"].shape[1] == 1
+
+
+def test_hand_published_context_without_prompts_treats_every_row_as_cond(model):
+    x = torch.randn(2, 4, 8, 8)
+    t = torch.tensor(500)
+    embeds = torch.randn(2, model.tokenizer.model_max_length, model.text_encoder.config.hidden_size)
+    with circuits.intervene(model, [Scale("unet.eps", 0.0, steps=[0], branch="cond")], strict=True):
+        with circuits.step_context(step=0), torch.no_grad():
+            eps = model.unet(x, t, encoder_hidden_states=embeds).sample
+    assert torch.count_nonzero(eps) == 0
+
+
+def test_token_positions_outside_the_site_are_an_error(model, prompts):
+    with pytest.raises(ScopeError, match=r"positions \[40\] do not exist"):
+        run_eps(model, prompts, [Capture("text_encoder.encoder.layers.0", tokens=[40])])
+    with pytest.raises(ScopeError, match="K >= 1"):
+        Capture("text_encoder.encoder.layers.0", tokens="last_eot:0")
+    with pytest.raises(ShapeError, match="factor='two'"):
+        Scale("unet.eps", "two")
+    with pytest.raises(SiteError, match="site=5"):
+        Capture(5)

@@ -60,6 +60,18 @@ def test_text_model_alias(model):
     assert p is model.text_encoder.encoder.layers[0].self_attn.k_proj.weight
 
 
+@pytest.mark.parametrize("written", ["text_encoder.encoder.layers.*", "text_encoder.text_model.encoder.layers.*"])
+def test_text_globs_resolve_in_either_spelling(model, written):
+    layers = [f"text_encoder.encoder.layers.{i}" for i in range(len(model.text_encoder.encoder.layers))]
+    resolved = model.sites.resolve(written)
+    assert [n for n in resolved if n.rpartition(".")[2].isdigit()] == layers
+    assert model.sites(written) == resolved
+    assert model.sites.resolve(written.replace("*", "?")) == layers
+    with circuits.intervene(model, [circuits.Capture(written.replace("*", "?"), tokens="eot")]) as run:
+        circuits.sample(model, ["a red circle"], steps=1, progress=False)
+    assert sorted(run.captures) == layers
+
+
 def test_unknown_site_lists_closest_names(model):
     with pytest.raises(SiteError) as info:
         model.sites.resolve("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn3")

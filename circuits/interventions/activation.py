@@ -51,15 +51,30 @@ def _scatter(x: Tensor, selection: Selection, new_rows: Tensor) -> Tensor:
     return torch.where(selection.where(x), full, x)
 
 
+def _takes_context(fn: ReplaceFn) -> bool:
+    """Does ``fn`` want the step context? Yes if it has a parameter named ``ctx`` or two required
+    positional parameters; ``nn.Module``s, ``lambda x, k=2: ...`` and builtins get ``x`` alone."""
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins without a signature take one argument
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.name == "ctx" for p in positional[1:]):
+        return True
+    required = [p for p in positional if p.default is p.empty]
+    return len(required) >= 2
+
+
 def _rows(x: Tensor, selection: Selection) -> Tensor:
     return x.index_select(0, selection.index(x))
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class Replace(Intervention):
     """Replace the value at ``site`` by a tensor (broadcast over selected rows) or ``fn(x[rows])``.
 
-    A function may take ``(x)`` or ``(x, ctx)`` and must return a tensor of the same shape.
+    A function (or ``nn.Module``) takes ``x`` and returns a tensor of the same shape; it also gets the
+    :class:`~circuits.context.StepContext` when it has a second required parameter or one named ``ctx``.
     """
 
     site: str
@@ -72,12 +87,7 @@ class Replace(Intervention):
             self.value = torch.tensor(float(self.value))
         if not (isinstance(self.value, Tensor) or callable(self.value)):
             raise ShapeError(f"{self.describe()}: value must be a tensor, a number or a function")
-        self._takes_ctx = False
-        if callable(self.value) and not isinstance(self.value, Tensor):
-            try:
-                self._takes_ctx = len(inspect.signature(self.value).parameters) >= 2
-            except (TypeError, ValueError):  # builtins without a signature take one argument
-                self._takes_ctx = False
+        self._takes_ctx = callable(self.value) and not isinstance(self.value, Tensor) and _takes_context(self.value)
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         selected = _rows(x, selection)
@@ -94,12 +104,14 @@ class Replace(Intervention):
         return _scatter(x, selection, new)
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class Ablate(Intervention):
     """Set the value to zero (``mode="zero"``) or to a mean (``mode="mean"``).
 
     For ``"mean"``, ``mean`` is a reference tensor (e.g. a Capture's running mean); without it, the
-    mean over the selected rows of the current call is used.
+    mean of this call's selected entries is used: over the selected rows, or with ``tokens=``, over
+    every selected (row, token) position, so an EoT is replaced by the mean EoT, not by whatever
+    other tokens share its position. A mean over a single entry would change nothing, so it is an error.
     """
 
     site: str
@@ -119,13 +131,28 @@ class Ablate(Intervention):
             return x.masked_fill(selection.where(x), 0.0)
         selected = _rows(x, selection)
         if self.mean is not None:
-            new = _check_broadcast(self.mean, selected, self.describe(), site, "mean")
-        else:
+            return _scatter(x, selection, _check_broadcast(self.mean, selected, self.describe(), site, "mean"))
+        if selection.token_mask is None:
+            entries, what = len(selection.rows), "row"
             new = selected.mean(dim=0, keepdim=True)
+        else:
+            dim = selection.token_dim
+            assert dim is not None
+            view = [len(selection.rows)] + [1] * (x.ndim - 1)
+            view[dim] = x.shape[dim]
+            weights = selection.token_mask.view(view).to(device=x.device, dtype=x.dtype)
+            entries, what = int(selection.token_mask.sum()), "(row, token) position"
+            new = (selected * weights).sum(dim=(0, dim), keepdim=True) / max(entries, 1)
+        if entries < 2:
+            raise ScopeError(
+                f"{self.describe()} at {site}: mode='mean' without mean= averages this call's selected entries, "
+                f"but only 1 {what} is selected, so nothing would change; pass mean= (e.g. a Capture with "
+                "over_steps='mean') or widen branch=/rows=/tokens="
+            )
         return _scatter(x, selection, new)
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class Scale(Intervention):
     """Multiply the value by ``factor`` (a number, or a tensor broadcast over the selected rows)."""
 
@@ -133,17 +160,21 @@ class Scale(Intervention):
     factor: Union[float, Float[Tensor, "..."]]
     kind = "scale"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        number = isinstance(self.factor, (int, float)) and not isinstance(self.factor, bool)
+        if not (number or isinstance(self.factor, Tensor)):
+            raise ShapeError(f"{self.describe()}: factor={self.factor!r}; give a number or a floating-point tensor")
+
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
-        factor = self.factor
-        if not isinstance(factor, Tensor):
-            return torch.where(selection.where(x), x * factor, x)
+        if not isinstance(self.factor, Tensor):
+            return torch.where(selection.where(x), x * self.factor, x)
         selected = _rows(x, selection)
-        if isinstance(factor, Tensor):
-            factor = _check_broadcast(factor, selected, self.describe(), site, "factor")
+        factor = _check_broadcast(self.factor, selected, self.describe(), site, "factor")
         return _scatter(x, selection, selected * factor)
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class MaskedPatch(Intervention):
     """``M * source + (1 - M) * x`` on the selected rows (ActErase's activation patch).
 

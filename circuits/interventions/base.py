@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from circuits.context import StepContext
+from circuits.errors import SiteError
 from circuits.interventions.scope import (
     Selection,
     check_branch,
@@ -28,10 +30,18 @@ if TYPE_CHECKING:
     from circuits.sites.index import SiteInfo
 
 REGISTRY: dict[str, type["Intervention"]] = {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, Tensor) or isinstance(b, Tensor):
+        return isinstance(a, Tensor) and isinstance(b, Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
 SCOPE_FIELDS = ("steps", "timesteps", "branch", "rows", "tokens")
 
 
-@dataclass(kw_only=True)
+@dataclass(kw_only=True, eq=False)
 class Intervention:
     """Base class. Subclasses add ``site`` and their own arguments; the scope fields are shared."""
 
@@ -54,6 +64,12 @@ class Intervention:
 
     def __post_init__(self) -> None:
         owner = self.describe()
+        for argument in ("site", "param"):
+            if not hasattr(self, argument):
+                continue
+            target = getattr(self, argument)
+            if not isinstance(target, str) or not target:
+                raise SiteError(f"{owner}: {argument}={target!r}; give a site name or glob string, e.g. 'unet.*attn2'")
         self.steps = check_int_list(self.steps, "steps", owner)
         self.rows = check_int_list(self.rows, "rows", owner)
         self.timesteps = check_timesteps(self.timesteps, owner)
@@ -70,6 +86,12 @@ class Intervention:
     def origin(self) -> "Intervention":
         """The intervention the user wrote (for parts expanded from a composite one)."""
         return self._parent.origin if self._parent is not None else self
+
+    def __eq__(self, other: object) -> bool:
+        """Same kind and same arguments (tensors compared by dtype, shape and value)."""
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in fields(self) if f.init)
 
     # -- composition ---------------------------------------------------------------------
     def expand(self, model: "Diffusion") -> list["Intervention"]:

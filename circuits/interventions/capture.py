@@ -24,13 +24,15 @@ from circuits.interventions.scope import Selection
 _AXIS_ALIASES = {"positions": ("positions", "tokens", "queries", "height", "width")}
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class Capture(Intervention):
     """Record the value at ``site`` (for the selected rows; with ``tokens=``, those positions only).
 
     Read it as ``run.captures[key]``: ``[calls, rows, ...]`` stacked, or the running mean with
-    ``over_steps="mean"``. The key is ``name`` when given; a glob site records one entry per
-    matched site, keyed by the site's name.
+    ``over_steps="mean"``. The key is ``name`` when given, else the site. A glob site records one
+    entry per matched site, keyed by the site's name (``"<name>/<site>"`` when ``name`` is given).
+    With ``tokens=``, rows that hold none of the tokens are left out;
+    ``run.captures.records[key].rows`` lists the batch rows each call kept.
     """
 
     site: str
@@ -51,7 +53,9 @@ class Capture(Intervention):
         self._site_axes: tuple[str, ...] = ()
 
     def key(self, site: str, expanded: bool) -> str:
-        return self.name if self.name and not expanded else site
+        if self.name:
+            return f"{self.name}/{site}" if expanded else self.name
+        return site
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         # selections covering every row (the common reduced capture) read x itself: no copy
@@ -88,7 +92,7 @@ class Capture(Intervention):
         if value.data_ptr() == x.data_ptr():  # unreduced: never keep a view a later in-place op could change
             value = value.clone()
         assert self._sink is not None
-        self._sink.add(value, ctx)
+        self._sink.add(value, ctx, selection.rows)
         return x
 
 
@@ -100,12 +104,15 @@ class CaptureRecord:
         self.over_steps = over_steps
         self.values: list[Tensor] = []
         self.steps: list[int | None] = []
+        #: the batch rows each call kept (all selected rows, or those holding the ``tokens=``)
+        self.rows: list[tuple[int, ...]] = []
         self._sum: Tensor | None = None
         self.count = 0
 
-    def add(self, value: Tensor, ctx: StepContext | None) -> None:
+    def add(self, value: Tensor, ctx: StepContext | None, rows: tuple[int, ...]) -> None:
         self.count += 1
         self.steps.append(ctx.step if ctx is not None else None)
+        self.rows.append(rows)
         if self.over_steps == "mean":
             self._sum = value.clone() if self._sum is None else self._sum + value
         else:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import fields
 from typing import Any
 
-from circuits.errors import GraphFormatError
+from circuits.errors import CircuitsError, GraphFormatError
 from circuits.interventions.base import REGISTRY, Intervention
 from circuits.interventions.serialize import decode_value
 
@@ -80,5 +80,5 @@ def _decode_item(item: Any, index: int) -> Intervention:
     kwargs = {k: decode_value(v, where=f"{where}.{k}") for k, v in item.items() if k != "kind"}
     try:
         return cls(**kwargs)
-    except TypeError as error:
+    except (TypeError, CircuitsError) as error:
         raise GraphFormatError(f"{where} ({kind}): {error}") from None

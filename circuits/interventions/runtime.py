@@ -139,9 +139,11 @@ def _bind(run: Run, part: Intervention, site: str, *, expanded: bool) -> _Bindin
             f"(text_encoder.*, cross-attention to_k/to_v, probs or key_bias), but {site!r} is not one"
         )
     part.check_site(info, run.model)
-    if isinstance(part, Capture):
-        part = copy.copy(part)
-        part._sink = run.captures._record(part.key(site, expanded), part.over_steps)
+    if isinstance(part, Capture):  # one sink per matched site, on a copy that reports as the original
+        bound = copy.copy(part)
+        bound._parent = part
+        bound._sink = run.captures._record(part.key(site, expanded), part.over_steps)
+        part = bound
     binding = _Binding(part, site, info)
     run.bindings.append(binding)
     return binding
@@ -198,7 +200,14 @@ def _build_selection(model: Diffusion, binding: _Binding, ctx: StepContext | Non
     assert token_dim is not None
     selection = intervention.tokens
     if isinstance(selection, list) and all(isinstance(i, int) for i in selection):
-        mask = torch.zeros(len(rows), x.shape[token_dim], dtype=torch.bool)
+        length = x.shape[token_dim]
+        outside = [i for i in selection if not -length <= i < length]
+        if outside:
+            raise ScopeError(
+                f"{intervention.origin.describe()}: tokens={selection} but {binding.site} has {length} token "
+                f"positions; positions {outside} do not exist (use 0..{length - 1})"
+            )
+        mask = torch.zeros(len(rows), length, dtype=torch.bool)
         mask[:, selection] = True
     else:
         if ctx is None or not ctx.prompts:

@@ -127,9 +127,10 @@ def batch_rows(
         selected = tuple(range(batch_size))
         return selected if rows is None else tuple(r for r in rows if r < batch_size)
     branches = ("uncond", "cond") if branch == "both" else (branch,)
+    known = ctx.branch_rows or {"cond": tuple(range(batch_size))}  # no rows published: all are cond
     out: list[int] = []
     for name in branches:
-        branch_rows = ctx.branch_rows.get(name, ())
+        branch_rows = known.get(name, ())
         if rows is None:
             out.extend(branch_rows)
             continue

@@ -15,11 +15,12 @@ _TENSOR = "__tensor__"
 
 def encode_value(value: Any, *, owner: str, argument: str) -> Any:
     if isinstance(value, torch.Tensor):
-        t = value.detach().cpu().contiguous()
+        # reshape first: a 0-dim tensor (a number given to Replace/Scale) cannot be viewed as bytes
+        t = value.detach().cpu().contiguous().reshape(-1)
         return {
             _TENSOR: {
                 "dtype": str(t.dtype).removeprefix("torch."),
-                "shape": list(t.shape),
+                "shape": list(value.shape),
                 "data": base64.b64encode(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"").decode(),
             }
         }

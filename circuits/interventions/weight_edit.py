@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from circuits.models.diffusion import Diffusion
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class WeightEdit(Intervention):
     """Set parameter ``param`` (e.g. ``"unet.<attn2>.to_k.weight"``) to ``value``, or add ``delta``."""
 
@@ -42,20 +42,20 @@ class WeightEdit(Intervention):
             )
         if (self.value is None) == (self.delta is None):
             raise ShapeError(f"{self.describe()}: give exactly one of value= or delta=")
+        given, argument = (self.value, "value") if self.value is not None else (self.delta, "delta")
+        if not isinstance(given, Tensor) or not given.dtype.is_floating_point:
+            got = given.dtype if isinstance(given, Tensor) else type(given).__name__
+            raise ShapeError(f"{self.describe()}: {argument} must be a floating-point torch.Tensor, got {got}")
 
     def new_value(self, model: "Diffusion") -> tuple[torch.nn.Parameter, Tensor]:
         """The parameter and the tensor to copy into it (checked against its shape)."""
         parameter = model.parameter(self.param)
-        given = self.value if self.value is not None else self.delta
-        argument = "value" if self.value is not None else "delta"
-        if not isinstance(given, Tensor):
-            raise ShapeError(f"{self.describe()}: {argument} must be a torch.Tensor, got {type(given).__name__}")
+        given, argument = (self.value, "value") if self.value is not None else (self.delta, "delta")
+        assert isinstance(given, Tensor)  # checked in __post_init__
         if tuple(given.shape) != tuple(parameter.shape):
             raise ShapeError(
                 f"{self.describe()}: {argument} has shape {tuple(given.shape)} but {self.param} has shape "
                 f"{tuple(parameter.shape)}"
             )
-        if not given.dtype.is_floating_point:
-            raise ShapeError(f"{self.describe()}: {argument} has dtype {given.dtype}; use a floating-point tensor")
         given = given.to(device=parameter.device, dtype=parameter.dtype)
         return parameter, (given if self.value is not None else parameter.detach() + given)

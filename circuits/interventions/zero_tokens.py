@@ -24,9 +24,9 @@ if TYPE_CHECKING:
     from circuits.models.diffusion import Diffusion
 
 
-@dataclass
+@dataclass(eq=False)  # equality: Intervention.__eq__ (tensor-aware)
 class ZeroTokens(Intervention):
-    """Zero attention to ``tokens`` at cross-attention ``site`` (a name, glob or list of names)."""
+    """Zero attention to ``tokens`` at cross-attention ``site`` (a name or a glob)."""
 
     site: str
     renormalize: bool = False

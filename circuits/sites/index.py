@@ -23,6 +23,8 @@ from circuits.errors import SiteError
 
 Role = Literal["probs", "key_bias", "cross_kv", "text", "unet"]
 COMPONENTS = ("unet", "text_encoder")
+# (as written, as the model may spell it): transformers 5 dropped CLIPTextModel's ``text_model`` level
+_TEXT_ALIASES = (("text_encoder.text_model.", "text_encoder."), ("text_encoder.", "text_encoder.text_model."))
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,11 @@ class SiteIndex:
         """Every site name, or those matching a glob ``pattern`` (``*`` spans dots)."""
         if pattern is None:
             return list(self._modules)
-        return [n for n in self._modules if fnmatch.fnmatchcase(n, pattern)]
+        matched = [n for n in self._modules if fnmatch.fnmatchcase(n, pattern)]
+        alias = self._alias(pattern)
+        if not matched and alias is not None:
+            matched = [n for n in self._modules if fnmatch.fnmatchcase(n, alias)]
+        return matched
 
     def __contains__(self, name: object) -> bool:
         return name in self._modules
@@ -100,17 +106,20 @@ class SiteIndex:
     def __len__(self) -> int:
         return len(self._modules)
 
+    @staticmethod
+    def _alias(name: str) -> str | None:
+        """The other spelling of a text-encoder name (with or without transformers 4's ``text_model``)."""
+        for written, real in _TEXT_ALIASES:
+            if name.startswith(written):
+                return real + name[len(written) :]
+        return None
+
     def canonical(self, name: str) -> str:
         """Map the ``text_model`` alias to the model's own spelling (either direction)."""
         if name in self._modules:
             return name
-        aliases = (("text_encoder.text_model.", "text_encoder."), ("text_encoder.", "text_encoder.text_model."))
-        for written, real in aliases:
-            if name.startswith(written):
-                candidate = real + name[len(written):]
-                if candidate in self._modules or any(c in candidate for c in "*?["):
-                    return candidate
-        return name
+        alias = self._alias(name)
+        return alias if alias is not None and alias in self._modules else name
 
     def resolve(self, pattern: str) -> list[str]:
         """Names for an exact site or a glob; raises :class:`SiteError` naming close matches."""
