@@ -5,8 +5,11 @@
 * **colour** - a hue vote, no learning: pixels with enough chroma (max - min of RGB) vote, weighted
   by chroma, for the nearest canonical hue of the world's colours.
 * **shape** and **texture** - two small multi-layer perceptrons fitted with scikit-learn on
-  foreground-mask features (the chroma mask, a crop of it centred on the object and resized, and
-  the magnitude spectrum of that crop, which sees stripes and dots wherever they are).
+  foreground-mask features (the mask, a crop of it centred on the object and resized, and the
+  magnitude spectrum of that crop, which sees stripes and dots wherever they are). The foreground
+  is what is both more chromatic than the background and far from it in RGB, the background being
+  the median of the outer ring: generated images have tinted backgrounds and pale stripes, which an
+  absolute chroma threshold reads as object.
 
 The fitted networks are shipped as plain arrays (``oracle.npz``: weights, biases, class names and
 the feature normalisation), and the forward pass is numpy, so reading does not depend on the
@@ -14,8 +17,10 @@ scikit-learn version and no pickle is ever loaded. Refit with ``python -m circui
 (fixed seeds; it prints the accuracy on fresh clean renders).
 
 The fitting data are renders of every scene of the world (held-out combinations included: the
-oracle is a measuring instrument, not part of the model) with mild blur and noise, so that it
-also reads the slightly soft images a VAE decoder produces.
+oracle is a measuring instrument, not part of the model): half with mild blur and noise, half
+passed through the pocket VAE with noise added to their latents, so that the oracle reads what the
+decoder produces (soft edges, tints, imperfect latents) and not only clean renders. Refit it when
+the VAE changes.
 """
 
 from __future__ import annotations
@@ -35,7 +40,10 @@ from .world import BACKGROUND_RGB, COLOUR_RGB, SHAPES, TEXTURES, Scene, all_scen
 DEFAULT_PATH = Path(__file__).resolve().parent / "oracle.npz"
 SIZE = 32
 CROP = 20
-CHROMA_LO, CHROMA_HI = 0.12, 0.35
+# foreground ramps: chroma above the background's, and RGB distance from it (both in [0, 1] units)
+CHROMA_LO, CHROMA_HI = 0.06, 0.22
+DIST_LO, DIST_HI = 0.10, 0.28
+DEFAULT_VAE = Path(__file__).resolve().parent / "pipeline" / "vae"
 
 
 def _hue_deg(rgb) -> float:
@@ -81,18 +89,30 @@ def chroma(arr: np.ndarray) -> np.ndarray:
     return arr.max(axis=-1) - arr.min(axis=-1)
 
 
-def fg_mask(arr: np.ndarray) -> np.ndarray:
-    """Soft foreground mask in [0, 1] (N, 32, 32): the backgrounds are achromatic."""
-    return np.clip((chroma(arr) - CHROMA_LO) / (CHROMA_HI - CHROMA_LO), 0.0, 1.0)
-
-
-def read_background(arr: np.ndarray) -> list[str]:
+def ring_median(arr: np.ndarray) -> np.ndarray:
+    """Median colour (N, 3) of the outer 2-pixel ring: the background, objects never reach it."""
     ring = np.concatenate(
         [arr[:, :2].reshape(len(arr), -1, 3), arr[:, -2:].reshape(len(arr), -1, 3),
          arr[:, 2:-2, :2].reshape(len(arr), -1, 3), arr[:, 2:-2, -2:].reshape(len(arr), -1, 3)],
         axis=1,
     )  # fmt: skip
-    med = np.median(ring, axis=1)  # (N, 3)
+    return np.median(ring, axis=1)
+
+
+def fg_mask(arr: np.ndarray) -> np.ndarray:
+    """Soft foreground mask in [0, 1] (N, 32, 32): pixels more chromatic than the background and far
+    from its colour. Objects are saturated colours; backgrounds, stripes and dots are (near) the
+    achromatic background, tinted alike in generated images."""
+    bg = ring_median(arr)[:, None, None, :]
+    more_chroma = chroma(arr) - chroma(bg)
+    distance = np.sqrt(((arr - bg) ** 2).sum(-1) / 3.0)
+    by_chroma = np.clip((more_chroma - CHROMA_LO) / (CHROMA_HI - CHROMA_LO), 0.0, 1.0)
+    by_distance = np.clip((distance - DIST_LO) / (DIST_HI - DIST_LO), 0.0, 1.0)
+    return np.minimum(by_chroma, by_distance)
+
+
+def read_background(arr: np.ndarray) -> list[str]:
+    med = ring_median(arr)
     d = ((med[:, None, :] - BACKGROUND_VALUES[None]) ** 2).sum(-1)
     return [BACKGROUND_NAMES[i] for i in d.argmin(1)]
 
@@ -127,16 +147,21 @@ def _resize(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def features(arr: np.ndarray) -> np.ndarray:
-    """Foreground-mask features (N, F): mask, object-centred crop, crop spectrum, a few stats."""
+    """Scale- and position-free features (N, F) of the foreground mask: the object-centred crop,
+    its magnitude spectrum, and a few statistics of the crop. Generated objects are larger,
+    smaller and further off-centre than rendered ones; the crop makes that irrelevant."""
     m = fg_mask(arr)
+    # a pixel counts for the object's extent only if its 3x3 neighbourhood is mostly foreground too:
+    # isolated specks of background noise must not stretch the crop
+    padded = np.pad(m, ((0, 0), (1, 1), (1, 1)))
+    local = sum(padded[:, dy : dy + SIZE, dx : dx + SIZE] for dy in range(3) for dx in range(3)) / 9.0
     feats = []
     ys, xs = np.mgrid[0:SIZE, 0:SIZE]
-    for mi in m:
-        tot = mi.sum()
-        if tot < 1e-3:
+    for mi, li in zip(m, local):
+        if mi.sum() < 1e-3:
             crop = np.zeros((CROP, CROP), np.float32)
         else:
-            sel = mi > 0.5
+            sel = (mi > 0.5) & (li > 0.5)
             if sel.sum() < 2:
                 sel = mi > 0
             y0, y1 = ys[sel].min(), ys[sel].max() + 1
@@ -147,10 +172,25 @@ def features(arr: np.ndarray) -> np.ndarray:
             pad = np.pad(mi, side)
             crop = _resize(pad[top + side : top + 2 * side, left + side : left + 2 * side], CROP)
         spec = np.abs(np.fft.rfft2(crop - crop.mean())) / (CROP * CROP / 4)
-        stats = [tot / (SIZE * SIZE), float(crop.mean()), float((crop > 0.5).mean()),
+        stats = [float(crop.mean()), float((crop > 0.5).mean()),
                  float(np.abs(np.diff(crop, axis=0)).mean()), float(np.abs(np.diff(crop, axis=1)).mean())]  # fmt: skip
-        feats.append(np.concatenate([mi.ravel(), crop.ravel(), spec.ravel(), stats]))
+        feats.append(np.concatenate([crop.ravel(), spec.ravel(), stats, _topology(crop)]))
     return np.asarray(feats, dtype=np.float32)
+
+
+def _topology(crop: np.ndarray) -> list[float]:
+    """Holes and pieces of the crop at three thresholds: outlined, striped and dotted objects enclose
+    background, solid ones do not, however small and faint the hole (decoders shrink them)."""
+    from scipy import ndimage
+
+    out = []
+    for threshold in (0.35, 0.5, 0.65):
+        solid = crop > threshold
+        filled = ndimage.binary_fill_holes(solid)
+        holes = filled & ~solid
+        out += [float(holes.sum() / max(filled.sum(), 1)), float(np.log1p(ndimage.label(holes)[1])),
+                float(np.log1p(ndimage.label(solid)[1]))]  # fmt: skip
+    return out
 
 
 class Oracle:
@@ -220,7 +260,22 @@ class Oracle:
 # ----------------------------------------------------------------------------- fitting
 
 
+def _zoom(img: Image.Image, factor: float) -> Image.Image:
+    """The image scaled by ``factor`` about its centre, cropped or padded (with its own border
+    colour) back to its size: objects larger and smaller than the world draws them."""
+    w, h = img.size
+    big = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BILINEAR)
+    if factor >= 1:
+        left, top = (big.width - w) // 2, (big.height - h) // 2
+        return big.crop((left, top, left + w, top + h))
+    out = Image.new("RGB", (w, h), img.getpixel((0, 0)))
+    out.paste(big, ((w - big.width) // 2, (h - big.height) // 2))
+    return out
+
+
 def _augment(img: Image.Image, rng: random.Random) -> np.ndarray:
+    if rng.random() < 0.5:
+        img = _zoom(img, rng.uniform(0.8, 1.3))
     if rng.random() < 0.6:
         img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
     a = np.asarray(img, np.float32) / 255.0
@@ -241,10 +296,36 @@ def make_set(n: int, seed: int, augment: bool) -> tuple[np.ndarray, list[Scene]]
     return np.stack(imgs), [sc for sc, _ in items]
 
 
-def fit(n: int = 8000, seed: int = 0, hidden: int = 128) -> Oracle:
+def decoded(arr: np.ndarray, vae_dir: str | Path, seed: int, max_noise: float = 0.6) -> np.ndarray:
+    """``arr`` (N, 32, 32, 3) in [0, 1] through the VAE: encode, add Gaussian noise of a random
+    strength up to ``max_noise`` latent standard deviations per image, decode."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=torch.float32, local_files_only=True).eval()
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(arr), 256):
+            x = torch.from_numpy(arr[i : i + 256]).permute(0, 3, 1, 2).mul(2).sub(1)
+            z = vae.encode(x).latent_dist.mean
+            strength = torch.rand(len(z), 1, 1, 1, generator=generator) * max_noise
+            z = z + strength * z.std() * torch.randn(z.shape, generator=generator)
+            y = vae.decode(z).sample.clamp(-1, 1).add(1).div(2)
+            out.append(y.permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def fit(n: int = 8000, seed: int = 0, hidden: int = 128, vae_dir: str | Path | None = DEFAULT_VAE) -> Oracle:
+    """Fit the shape and texture heads on ``n`` renders; with ``vae_dir``, half of them are decoded."""
     from sklearn.neural_network import MLPClassifier
 
     arr, scenes = make_set(n, seed, augment=True)
+    if vae_dir is not None:
+        half = n // 2
+        clean, clean_scenes = make_set(half, seed + 500, augment=False)
+        arr[:half] = decoded(clean, vae_dir, seed)
+        scenes[:half] = clean_scenes
     f = features(arr)
     mean, std = f.mean(0), f.std(0) + 1e-3
     x = (f - mean) / std
@@ -268,6 +349,8 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT_PATH))
     p.add_argument("--eval-only", action="store_true")
+    p.add_argument("--vae", default=str(DEFAULT_VAE),
+                   help="VAE folder whose decodings half the fitting images pass through ('none': renders only)")
     args = p.parse_args(argv)
     import time
 
@@ -275,11 +358,13 @@ def main(argv=None) -> None:
     if args.eval_only:
         oracle = Oracle.load(args.out)
     else:
-        oracle = fit(args.n, args.seed)
+        oracle = fit(args.n, args.seed, vae_dir=None if args.vae == "none" else args.vae)
         oracle.save(args.out)
         print(f"fitted in {time.perf_counter() - t0:.1f}s -> {args.out}")
     arr, scenes = make_set(1000, args.seed + 1000, augment=False)
     print("clean renders (1000):", oracle.accuracy(arr, scenes))
+    if args.vae != "none":
+        print("decoded renders (1000):", oracle.accuracy(decoded(arr, args.vae, args.seed + 1000), scenes))
 
 
 if __name__ == "__main__":
