@@ -7,7 +7,7 @@
 * :mod:`circuits.pocket.evaluate` - prompt following on held-out prompts, synonym gap, speed, grid.
 
 The shipped pipeline lives in :data:`PIPELINE_DIR` and loads with
-``StableDiffusionPipeline.from_pretrained(PIPELINE_DIR, torch_dtype=torch.float32,
+``StableDiffusionPipeline.from_pretrained(PIPELINE_DIR, dtype=torch.float32,
 local_files_only=True)``; sample with ``height=32, width=32``. See ``MODEL_CARD.md``.
 Importing this package is cheap (no torch/diffusers import).
 """

@@ -47,7 +47,7 @@ def load_pipeline(path: str | Path = DEFAULT_PIPELINE):
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(
-        str(path), torch_dtype=torch.float32, local_files_only=True
+        str(path), dtype=torch.float32, local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -302,7 +302,7 @@ def decoded(arr: np.ndarray, vae_dir: str | Path, seed: int, max_noise: float = 
     import torch
     from diffusers import AutoencoderKL
 
-    vae = AutoencoderKL.from_pretrained(str(vae_dir), torch_dtype=torch.float32, local_files_only=True).eval()
+    vae = AutoencoderKL.from_pretrained(str(vae_dir), dtype=torch.float32, local_files_only=True).eval()
     generator = torch.Generator().manual_seed(seed)
     out = []
     with torch.no_grad():

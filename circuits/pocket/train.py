@@ -370,7 +370,7 @@ def seed_from_pipeline(args, out: Path, source: Path) -> None:
         shutil.rmtree(tok_dir)
     shutil.copytree(source / "tokenizer", tok_dir)
     train, _ = prepare_data(args, out)
-    vae = AutoencoderKL.from_pretrained(source / "vae", torch_dtype=torch.float32, local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(source / "vae", dtype=torch.float32, local_files_only=True)
     sf = float(vae.config.scaling_factor)
     vae_state = make_vae(scaling_factor=sf)
     vae_state.load_state_dict(vae.state_dict())
@@ -380,7 +380,7 @@ def seed_from_pipeline(args, out: Path, source: Path) -> None:
             lat.append(vae_state.encode(to_tensor(train[i : i + 256])).latent_dist.mean)
     atomic_save(torch.cat(lat), out / "latents.pt")
     atomic_save({"model": vae_state.state_dict(), "scaling_factor": sf}, out / "vae.pt")
-    unet = UNet2DConditionModel.from_pretrained(source / "unet", torch_dtype=torch.float32, local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(source / "unet", dtype=torch.float32, local_files_only=True)
     text = CLIPTextModel.from_pretrained(source / "text_encoder", dtype=torch.float32, local_files_only=True)
     atomic_save({"ema_unet": unet.state_dict(), "ema_text": text.state_dict(), "step": None,
                  "seeded_from": str(source)}, out / "unet_final.pt")  # fmt: skip
@@ -559,7 +559,7 @@ def export(args, out: Path) -> Path:
     log.info("export: wrote %s (%.2f MB)", dst, size / 1e6)
     # check: reload offline in fp32 and sample
     pipe = StableDiffusionPipeline.from_pretrained(
-        dst, torch_dtype=torch.float32, local_files_only=True
+        dst, dtype=torch.float32, local_files_only=True
     )
     pipe.set_progress_bar_config(disable=True)
     prompts = ["a red circle", "a striped blue square on a white background",
