@@ -326,3 +326,13 @@ def test_token_positions_outside_the_site_are_an_error(model, prompts):
         Scale("unet.eps", "two")
     with pytest.raises(SiteError, match="site=5"):
         Capture(5)
+
+
+def test_nested_contexts_with_tensor_arguments_unwind_in_any_order(model, prompts):
+    outer = circuits.intervene(model, [Replace("unet.eps", torch.zeros(4, 8, 8), steps=[0])])
+    inner = circuits.intervene(model, [Replace("unet.eps", torch.ones(4, 8, 8), steps=[0])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnmatchedInterventionWarning)
+        with outer, inner:
+            assert len(model.active_runs) == 2
+    assert model.active_runs == []

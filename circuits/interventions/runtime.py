@@ -31,7 +31,7 @@ from circuits.sites.instrument import _replace_primary
 from circuits.tokens import token_mask
 
 
-@dataclass
+@dataclass(eq=False)  # identity: bindings and runs are live objects, not values
 class _Binding:
     """One intervention on one site, with its hit counters."""
 
@@ -42,7 +42,7 @@ class _Binding:
     hits: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
     """What ``intervene`` yields: the captures and, after exit, the report."""
 
