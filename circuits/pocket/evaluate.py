@@ -9,6 +9,8 @@ Measures, with ``StableDiffusionPipeline`` itself (DDIM, 25 steps, guidance 7.5,
   each on every background, ``--seeds`` images per prompt: colour / shape / texture accuracy;
 * the same prompts with the colour named by each of its synonyms ("a striped crimson circle ...")
   and the gap to the plain-word prompts;
+* short prompts that name only colour and shape ("a red circle"), every colour x shape pair:
+  colour and shape accuracy (texture and background are the model's choice there);
 * a reference on training combinations;
 * speed: seconds per image for a batch of 16 prompts at 25 steps (after one warm-up call).
 
@@ -29,9 +31,12 @@ from PIL import Image, ImageDraw
 
 from .oracle import Oracle
 from .world import (
+    COLOURS,
+    SHAPES,
     SYNONYMS,
     Scene,
     all_scenes,
+    caption,
     held_out_scenes,
     prompt,
     render,
@@ -84,6 +89,22 @@ def prompt_following(pipe, oracle, scenes: list[Scene], n_seeds: int, *, synonym
     res = _score(oracle, imgs, truth)
     res["n"] = len(imgs)
     return res
+
+
+def short_prompt_following(pipe, oracle, n_seeds: int, *, steps: int = 25, guidance: float = 7.5) -> dict[str, float]:
+    """Colour and shape accuracy for "a red circle"-style prompts, every colour x shape pair."""
+    pairs = [(c, s) for c in COLOURS for s in SHAPES]
+    prompts = [caption(Scene(s, c, "solid", "white"), 0, synonym_p=0.0, template=0) for c, s in pairs]
+    images = sample(pipe, [p for p in prompts for _ in range(n_seeds)],
+                    [2000 * j + k for j in range(len(pairs)) for k in range(n_seeds)], steps=steps, guidance=guidance)
+    read = oracle.read(images)
+    truth = [pair for pair in pairs for _ in range(n_seeds)]
+    return {
+        "colour": float(np.mean([r == c for r, (c, _) in zip(read["colour"], truth)])),
+        "shape": float(np.mean([r == s for r, (_, s) in zip(read["shape"], truth)])),
+        "n": len(images),
+        "prompts": prompts[:3] + ["..."],
+    }
 
 
 def vae_reconstruction(pipe, oracle, n: int = 512, seed: int = 7) -> dict[str, float]:
@@ -171,6 +192,7 @@ def evaluate(pipeline=DEFAULT_PIPELINE, n_seeds: int = 8, guidance: float = 7.5,
                                              steps=steps, guidance=guidance),  # fmt: skip
         "train_plain": prompt_following(pipe, oracle, train_ref, n_seeds, steps=steps,
                                         guidance=guidance),  # fmt: skip
+        "short_prompts": short_prompt_following(pipe, oracle, max(1, n_seeds // 2), steps=steps, guidance=guidance),
     }
     res["synonym_gap"] = {
         k: res["held_out_plain"][k] - res["held_out_synonym"][k] for k in (*KEYS, "background")
@@ -190,6 +212,10 @@ def format_table(res: dict) -> str:
         if "psnr_db" in r:
             extra += f", PSNR {r['psnr_db']:.2f} dB"
         rows.append((key, *(f"{r[k]:.3f}" for k in (*KEYS, "background")), extra))
+    if "short_prompts" in res:
+        r = res["short_prompts"]
+        note = f"n={r['n']}, 'a red circle'"
+        rows.append(("short_prompts", f"{r['colour']:.3f}", f"{r['shape']:.3f}", "-", "-", note))
     g = res["synonym_gap"]
     rows.append(("synonym_gap", *(f"{g[k]:+.3f}" for k in (*KEYS, "background")), "plain - synonym"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
