@@ -1,6 +1,6 @@
 """Command line: a thin shell over the library.
 
-    circuits demo   [--model pocket] [--out outputs/demo]    sample, then the same with EoT attention zeroed
+    circuits demo   [--model pocket] [--out outputs/demo]    sample; again with [EoT] attention zeroed; masked
     circuits sample "a red circle" [--seed 0] [--out outputs/sample.png]
     circuits sites  [PATTERN] [--model pocket]
 """
@@ -12,7 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-DEMO_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow cross"]
+DEMO_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow cross",
+                "an orange circle", "a purple square", "a red triangle", "a blue cross"]
 
 
 def _load(source: str):
@@ -27,49 +28,68 @@ def _load(source: str):
     return circuits.load(source)
 
 
+def demo_variants() -> dict[str, object]:
+    """The demo's rows: plain sampling, then TRCE's probe (Fig. 2): the cross-attention every layer
+    pays to the [EoT] tokens set to zero, in both CFG branches, once as is and once renormalised
+    over the remaining tokens (i.e. the EoT keys masked)."""
+    import circuits
+
+    return {
+        "plain": None,
+        "eot_zeroed": circuits.Graph([circuits.ZeroTokens("unet.*attn2", tokens="eot_all")]),
+        "eot_masked": circuits.Graph([circuits.ZeroTokens("unet.*attn2", tokens="eot_all", renormalize=True)]),
+    }
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Sample a few prompts, then again with every cross-attention's EoT columns zeroed (cond branch)."""
+    """Sample a few prompts plainly, with the [EoT] tokens' cross-attention zeroed, and with it masked."""
     import circuits
     from circuits.io import image_grid, save_image, write_json
 
     model = _load(args.model)
     start = time.perf_counter()
-    plain = circuits.sample(model, DEMO_PROMPTS, seed=args.seed, steps=args.steps, progress=not args.quiet)
-    graph = circuits.Graph([circuits.ZeroTokens("unet.*attn2", tokens="eot_all", branch="cond")])
-    zeroed = circuits.sample(
-        model, DEMO_PROMPTS, seed=args.seed, steps=args.steps, graph=graph, progress=not args.quiet
-    )
+    variants = demo_variants()
+    images = {
+        name: circuits.sample(model, DEMO_PROMPTS, seed=args.seed, steps=args.steps, graph=graph,
+                              progress=not args.quiet).images  # fmt: skip
+        for name, graph in variants.items()
+    }
     seconds = time.perf_counter() - start
     out = Path(args.out)
-    save_image(out / "grid.png", image_grid([plain.images, zeroed.images], scale=4))
+    save_image(out / "grid.png", image_grid(list(images.values()), scale=4))
     summary = {"model": model.source, "prompts": DEMO_PROMPTS, "seed": args.seed, "steps": args.steps,
-               "graph": graph.to_json(), "seconds": round(seconds, 2)}
-    reads = _oracle_reads(model, plain.images, zeroed.images)
+               "rows": list(variants), "seconds": round(seconds, 2),
+               "graphs": {name: g.to_json() for name, g in variants.items() if g is not None}}  # fmt: skip
+    reads = _oracle_reads(model, images)
     if reads:
         summary["oracle"] = reads
     write_json(out / "summary.json", summary)
-    print(f"model: {model.source}; {len(DEMO_PROMPTS)} prompts x 2 runs in {seconds:.1f}s")
+    print(f"model: {model.source}; {len(DEMO_PROMPTS)} prompts x {len(variants)} runs in {seconds:.1f}s")
     if reads:
-        for prompt, a, b in zip(DEMO_PROMPTS, reads["plain"], reads["eot_zeroed"]):
-            print(f"  {prompt:<20} plain: {a:<28} EoT zeroed: {b}")
-    print(f"wrote {out / 'grid.png'} (top: plain, bottom: EoT attention zeroed) and {out / 'summary.json'}")
+        for name, read in reads.items():
+            print(f"  {name:<11} colour kept {read['colour_kept']:.2f}, shape kept {read['shape_kept']:.2f}: "
+                  + "; ".join(read["read"]))  # fmt: skip
+    print(f"wrote {out / 'grid.png'} (rows: {', '.join(variants)}) and {out / 'summary.json'}")
     return 0
 
 
-def _oracle_reads(model, plain, zeroed):
+def _oracle_reads(model, images: dict[str, list]) -> dict[str, dict] | None:
+    """What the pocket oracle reads in each row, and how much of each prompt's colour and shape survives."""
     if model.source != "pocket":
         return None
-    try:
-        from circuits.pocket.oracle import Oracle
-    except ImportError:
-        return None
+    from circuits.pocket.oracle import Oracle
+
     oracle = Oracle.load()
-
-    def describe(images):
-        read = oracle.read(images)
-        return [f"{c} {t} {s}" for c, t, s in zip(read["colour"], read["texture"], read["shape"])]
-
-    return {"plain": describe(plain), "eot_zeroed": describe(zeroed)}
+    wanted = [prompt.split()[1:3] for prompt in DEMO_PROMPTS]  # "a red circle" -> colour, shape
+    out = {}
+    for name, row in images.items():
+        read = oracle.read(row)
+        out[name] = {
+            "read": [f"{c} {t} {s}" for c, t, s in zip(read["colour"], read["texture"], read["shape"])],
+            "colour_kept": sum(r == c for r, (c, _) in zip(read["colour"], wanted)) / len(wanted),
+            "shape_kept": sum(r == s for r, (_, s) in zip(read["shape"], wanted)) / len(wanted),
+        }
+    return out
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -14,7 +14,8 @@ def test_demo_on_a_tiny_model_writes_grid_and_summary(tmp_path, capsys):
     assert main(["demo", "--model", "tiny", "--steps", "2", "--quiet", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "grid.png").stat().st_size > 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["steps"] == 2 and "zero_tokens" in summary["graph"]
+    assert summary["steps"] == 2 and summary["rows"] == ["plain", "eot_zeroed", "eot_masked"]
+    assert "zero_tokens" in summary["graphs"]["eot_zeroed"] and '"renormalize": true' in summary["graphs"]["eot_masked"]
     assert "wrote" in capsys.readouterr().out
 
 
