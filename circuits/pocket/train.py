@@ -1,10 +1,15 @@
 """Train the pocket model: a tiny, real ``StableDiffusionPipeline`` on the pocket world.
 
-Usage (the shipped weights were made with exactly this, on 1 CPU thread)::
+Usage (stage 1 of the shipped weights; ``MODEL_CARD.md`` lists every stage's command)::
 
     mkdir -p runs/pocket
     nohup env OMP_NUM_THREADS=1 python -m circuits.pocket.train --out runs/pocket --phase all \\
         > runs/pocket/train.log 2>&1 &
+
+A later stage continues from an exported pipeline in a new run folder::
+
+    python -m circuits.pocket.train --out runs/pocket2 --phase unet --init-from runs/pocket/pipeline \\
+        --unet-continue-steps 3000
 
 Phases (``--phase all`` runs them in order; each can be run alone and resumed with ``--resume``):
 
@@ -20,8 +25,8 @@ Phases (``--phase all`` runs them in order; each can be run alone and resumed wi
 
 Reproducibility: every random draw comes from a generator seeded by ``--seed`` and the step
 number, so a resumed run continues exactly. The defaults are the step counts of the shipped
-weights (VAE 800 + 600 fine-tune steps, UNet 1,800 steps), which gives identical weights on the
-same CPU type, thread count and library versions. Alternatively each phase can be sized by a time
+weights' first stage (VAE 800 + 600 fine-tune steps, UNet 1,800 steps), which gives identical
+weights on the same CPU type, thread count and library versions. Alternatively each phase can be sized by a time
 budget: ``--vae-steps 0 --vae-minutes M`` / ``--unet-steps 0 --unet-minutes M`` run a few
 throw-away steps on a copy of the model to measure the speed, fix the step count that fits once
 and write it to ``<out>/plan.json``; the learning-rate schedule (warm-up + cosine) is a function of
