@@ -236,6 +236,13 @@ def prepare_data(args, out: Path):
 # ----------------------------------------------------------------------------- VAE
 
 
+def encode_latents(vae, images: np.ndarray, batch: int = 256) -> torch.Tensor:
+    """Latent means of ``images`` (uint8 N, H, W, 3): what the UNet trains on, before scaling."""
+    with torch.no_grad():
+        return torch.cat([vae.encode(to_tensor(images[i : i + batch])).latent_dist.mean
+                          for i in range(0, len(images), batch)])  # fmt: skip
+
+
 def vae_loss(vae, x, gen, kl_weight):
     post = vae.encode(x).latent_dist
     z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
@@ -332,11 +339,7 @@ def train_vae(args, out: Path) -> None:
         _vae_stage(args, out, vae, train, name="vae_ft", total=ft, base_lr=5e-4, warm=20, stream=3)
     val_psnr = psnr(vae, val)
     # cache latent means of the training set, set scaling_factor = 1 / std
-    lat = []
-    with torch.no_grad():
-        for i in range(0, len(train), 256):
-            lat.append(vae.encode(to_tensor(train[i : i + 256])).latent_dist.mean)
-    lat = torch.cat(lat)
+    lat = encode_latents(vae, train)
     std = float(lat.std())
     log.info("vae: val PSNR %.2f dB, latent std %.4f -> scaling_factor %.4f", val_psnr, std, 1 / std)
     atomic_save(lat, out / "latents.pt")
@@ -376,15 +379,8 @@ def seed_from_pipeline(args, out: Path, source: Path) -> None:
     shutil.copytree(source / "tokenizer", tok_dir)
     train, _ = prepare_data(args, out)
     vae = AutoencoderKL.from_pretrained(source / "vae", dtype=torch.float32, local_files_only=True)
-    sf = float(vae.config.scaling_factor)
-    vae_state = make_vae(scaling_factor=sf)
-    vae_state.load_state_dict(vae.state_dict())
-    lat = []
-    with torch.no_grad():
-        for i in range(0, len(train), 256):
-            lat.append(vae_state.encode(to_tensor(train[i : i + 256])).latent_dist.mean)
-    atomic_save(torch.cat(lat), out / "latents.pt")
-    atomic_save({"model": vae_state.state_dict(), "scaling_factor": sf}, out / "vae.pt")
+    atomic_save(encode_latents(vae, train), out / "latents.pt")
+    atomic_save({"model": vae.state_dict(), "scaling_factor": float(vae.config.scaling_factor)}, out / "vae.pt")
     unet = UNet2DConditionModel.from_pretrained(source / "unet", dtype=torch.float32, local_files_only=True)
     text = CLIPTextModel.from_pretrained(source / "text_encoder", dtype=torch.float32, local_files_only=True)
     atomic_save({"ema_unet": unet.state_dict(), "ema_text": text.state_dict(), "step": None,
