@@ -1,4 +1,8 @@
-"""JSON encoding of intervention arguments (tensors become base64 with dtype and shape)."""
+"""JSON encoding of intervention arguments.
+
+Tensors become base64 with dtype and shape, or, given a ``tensors`` store, a reference
+``{"__tensor_ref__": key}`` to an entry of that store (saved beside the JSON as safetensors).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,14 @@ import torch
 from circuits.errors import GraphFormatError
 
 _TENSOR = "__tensor__"
+_REF = "__tensor_ref__"
 
 
-def encode_value(value: Any, *, owner: str, argument: str) -> Any:
+def encode_value(value: Any, *, owner: str, argument: str, tensors: dict[str, torch.Tensor] | None = None) -> Any:
+    if isinstance(value, torch.Tensor) and tensors is not None:
+        key = f"t{len(tensors)}"
+        tensors[key] = value.detach()
+        return {_REF: key}
     if isinstance(value, torch.Tensor):
         # reshape first: a 0-dim tensor (a number given to Replace/Scale) cannot be viewed as bytes
         t = value.detach().cpu().contiguous().reshape(-1)
@@ -36,7 +45,11 @@ def encode_value(value: Any, *, owner: str, argument: str) -> Any:
     raise GraphFormatError(f"{owner}: argument {argument!r} of type {type(value).__name__} cannot be saved as JSON")
 
 
-def decode_value(value: Any, *, where: str) -> Any:
+def decode_value(value: Any, *, where: str, tensors: dict[str, torch.Tensor] | None = None) -> Any:
+    if isinstance(value, dict) and set(value) == {_REF}:
+        if tensors is None or value[_REF] not in tensors:
+            raise GraphFormatError(f"{where}: refers to tensor {value[_REF]!r}, which the tensor file does not hold")
+        return tensors[value[_REF]]
     if isinstance(value, dict):
         if set(value) != {_TENSOR}:
             raise GraphFormatError(f"{where}: unexpected object {sorted(value)}; only encoded tensors are objects")

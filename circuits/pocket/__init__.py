@@ -5,6 +5,7 @@
 * :mod:`circuits.pocket.oracle` - reads colour / shape / texture / background from images.
 * :mod:`circuits.pocket.train` - reproducible training script (VAE, then UNet + text encoder).
 * :mod:`circuits.pocket.evaluate` - prompt following on held-out prompts, synonym gap, speed, grid.
+* :mod:`circuits.pocket.concepts` - ``concept("red")``: erasure concepts with templates and preservation prompts.
 
 The shipped pipeline lives in :data:`PIPELINE_DIR` and loads with
 ``StableDiffusionPipeline.from_pretrained(PIPELINE_DIR, dtype=torch.float32,
@@ -21,4 +22,13 @@ PIPELINE_DIR = PACKAGE_DIR / "pipeline"
 ORACLE_PATH = PACKAGE_DIR / "oracle.npz"
 IMAGE_SIZE = 32
 
-__all__ = ["PACKAGE_DIR", "PIPELINE_DIR", "ORACLE_PATH", "IMAGE_SIZE"]
+__all__ = ["PACKAGE_DIR", "PIPELINE_DIR", "ORACLE_PATH", "IMAGE_SIZE", "concept", "evaluation_sets"]
+
+
+def __getattr__(name: str):
+    # concepts import circuits.methods (torch); keep ``import circuits.pocket`` cheap
+    if name in ("concept", "evaluation_sets"):
+        from circuits.pocket import concepts
+
+        return getattr(concepts, name)
+    raise AttributeError(f"module 'circuits.pocket' has no attribute {name!r}")

@@ -1,0 +1,229 @@
+"""ErasePro: zero-residual closed-form edits, applied progressively from shallow to deep layers.
+
+"Erasing Concepts Progressively" (ErasePro), Secs. 3.1-3.2, App. A, Alg. 1 and 2.
+
+- **Zero residual** (Eq. 4-5): for each edited projection, the smallest change of ``W_o`` with
+  ``W X = W_o Y`` exactly: ``W* = W_o + (W_o Y - W_o X) X^+`` (:func:`~circuits.methods.linalg.solve_edit`
+  with ``reg = 0``). When ``X`` is not of full column rank (more token columns than features, or
+  repeated columns such as the [EoT] padding) no exact solution exists; the pseudo-inverse gives
+  the least-squares solution nearest ``W_o`` and the trace records the residual that remains.
+- **Progressive alignment** (Alg. 1): the text encoder's self-attention Q, K, V, layer by layer
+  from ``start``, then every UNet cross-attention K, V. ``Y`` (anchor features) come from the
+  original model; ``X`` (target features) are recomputed through the layers already updated
+  (each layer is replayed on the previous layer's edited output, so the whole fit costs one
+  text-encoder pass). Alg. 2 (``propagate="original"``) carries ``X`` through the original layers.
+- **ErasePro-w / -s** (App. A.2): :func:`weak` and :func:`strong` configs: Alg. 2 on the first 5 (8)
+  token positions, starting at the 5th of 12 text layers (the 1st). The start is stored as a
+  fraction of the depth so the same config fits a 4-layer pocket text encoder.
+
+Decisions the paper leaves open: features are the input of each projection (the layer's
+``layer_norm1`` output in the text encoder; the final text embedding for the UNet), token columns
+pair up position by position over the padded sequence (``positions="all"``: "the token embeddings
+corresponding to the prompt"; target and anchor prompts differ in length whenever the anchor is
+``""``); biases are untouched (they cancel in ``W x + b = W_o y + b``).
+
+:func:`depth_probe` builds the Fig. 2e / Fig. 5 probe: the same deviation ``alpha * ||W||_F * I``
+on a shallow site (text layer 0 Q/K/V) and on a deep one (a UNet cross-attention's Q/K/V).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from circuits.interventions.capture import Capture
+from circuits.interventions.graph import Graph
+from circuits.interventions.runtime import intervene
+from circuits.interventions.weight_edit import WeightEdit
+from circuits.methods.common import (
+    ConfigError,
+    config_dict,
+    cross_attention_params,
+    edit_row,
+    prepare,
+    resolve_config,
+    text_embeddings,
+)
+from circuits.methods.concept import Concept
+from circuits.methods.erasure import Erasure
+from circuits.methods.features import Positions, align, check_positions, gather_columns
+from circuits.methods.linalg import DEFAULT_RTOL, EditSolution, solve_edit
+from circuits.models.diffusion import Diffusion
+from circuits.sites.replay import record_calls
+
+TEXT_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
+
+
+@dataclass(frozen=True)
+class Config:
+    """ErasePro settings (defaults: Alg. 1, every text layer, then the UNet)."""
+
+    #: which token positions pair up (see circuits.methods.features)
+    positions: Positions = "all"
+    #: k for positions="first_k" (ErasePro-w: 5, -s: 8)
+    k: int = 5
+    #: first text layer edited, as a fraction of the depth (0 = layer 1; ErasePro-w: 4/12, the 5th of 12)
+    start_fraction: float = 0.0
+    #: self-attention projections edited in each text layer
+    text_projections: tuple[str, ...] = TEXT_PROJECTIONS
+    #: cross-attention projections edited in the UNet (() = text encoder only)
+    unet_projections: tuple[str, ...] = ("to_k", "to_v")
+    #: "updated": X flows through the edited layers (Alg. 1); "original": through the original ones (Alg. 2)
+    propagate: Literal["updated", "original"] = "updated"
+    #: singular values below rtol * largest count as zero in X^+
+    rtol: float = DEFAULT_RTOL
+    #: fit on the synonym prompts too
+    synonyms: bool = True
+
+
+def weak() -> Config:
+    """ErasePro-w (App. A.2): Alg. 2, the first five token positions, from the 5th of 12 text layers."""
+    return Config(positions="first_k", k=5, start_fraction=4 / 12, propagate="original")
+
+
+def strong() -> Config:
+    """ErasePro-s (App. A.2): Alg. 2, the first eight token positions, from the 1st text layer."""
+    return Config(positions="first_k", k=8, start_fraction=0.0, propagate="original")
+
+
+@dataclass
+class _Step:
+    """One solved projection, before its trace row is written."""
+
+    param: str
+    stage: str
+    layer: int
+    input_site: str | None  # whose input features X are (None: the final text embedding)
+    weight: torch.Tensor
+    solution: EditSolution
+    x: torch.Tensor  # target features the solve saw
+    x_before: torch.Tensor  # the same in the original model
+    y: torch.Tensor
+
+
+def _check(config: Config) -> None:
+    check_positions(config.positions, "erasepro.Config")
+    if not 0.0 <= config.start_fraction < 1.0:
+        raise ConfigError(f"erasepro.Config: start_fraction={config.start_fraction} must be in [0, 1)")
+    if config.propagate not in ("updated", "original"):
+        raise ConfigError(
+            f"erasepro.Config: propagate={config.propagate!r}; use 'updated' (Alg. 1) or 'original' (Alg. 2)"
+        )
+    bad = [p for p in config.text_projections if p not in TEXT_PROJECTIONS]
+    if bad:
+        raise ConfigError(f"erasepro.Config: text_projections {bad} not in {TEXT_PROJECTIONS}")
+
+
+def _final_norm(model: Diffusion) -> str:
+    return model.sites.canonical("text_encoder.final_layer_norm")
+
+
+def align_progressively(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[_Step]]:
+    """Alg. 1 / 2: solve Eq. 5 layer by layer, shallow to deep. Returns the edits and the solved steps."""
+    pairs = concept.pairs(synonyms=config.synonyms)
+    aligned = [align(model.tokenizer, pair, config.positions, config.k) for pair in pairs]
+    t_pos, a_pos = [t for t, _ in aligned], [a for _, a in aligned]
+    layers = model.sites.text_layers()
+    with record_calls(model.sites, layers) as anchor_calls:
+        anchor_out = text_embeddings(model, [p.anchor for p in pairs])
+    with record_calls(model.sites, layers) as target_calls:
+        target_out = text_embeddings(model, [p.target for p in pairs])
+    start = round(config.start_fraction * len(layers))
+
+    graph, steps = Graph(), []
+    hidden = target_calls[layers[0]][0].input  # the token embeddings: no layer has acted yet
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            call = target_calls[layer][0]
+            edits: list[WeightEdit] = []
+            if index >= start:
+                norm = model.sites.module(f"{layer}.layer_norm1")
+                x = gather_columns(norm(hidden), t_pos)
+                y = gather_columns(norm(anchor_calls[layer][0].input), a_pos)
+                x_before = gather_columns(norm(call.input), t_pos)
+                for projection in config.text_projections:
+                    param = f"{layer}.self_attn.{projection}.weight"
+                    step = _solve(model, param, "text", index, f"{layer}.layer_norm1", x, x_before, y, config)
+                    steps.append(step)
+                    edits.append(WeightEdit(param, delta=step.solution.delta))
+                graph.extend(edits)
+            with intervene(model, edits if config.propagate == "updated" else []):
+                hidden = call.replay(hidden)
+        if config.unet_projections:
+            x = gather_columns(model.sites.module(_final_norm(model))(hidden), t_pos)
+            y, x_before = gather_columns(anchor_out, a_pos), gather_columns(target_out, t_pos)
+            for number, param in enumerate(cross_attention_params(model, config.unet_projections)):
+                layer_number = number // len(config.unet_projections)
+                step = _solve(model, param, "unet", layer_number, None, x, x_before, y, config)
+                steps.append(step)
+                graph.append(WeightEdit(param, delta=step.solution.delta))
+    return graph, steps
+
+
+def _solve(model, param, stage, layer, input_site, x, x_before, y, config) -> _Step:
+    weight = model.parameter(param).detach()
+    solution = solve_edit(weight, x, weight.to(torch.float64) @ y.to(torch.float64), reg=0.0, rtol=config.rtol)
+    return _Step(param, stage, layer, input_site, weight, solution, x, x_before, y)
+
+
+def trace(model: Diffusion, concept: Concept, config: Config, graph: Graph, steps: list[_Step]) -> list[dict]:
+    """Per edited projection: target-anchor angle and distance of its input features before (original
+    model) and after (edited model), the relative residual ``||W X - W_o Y|| / ||W_o Y||`` and ``||dW||``."""
+    pairs = concept.pairs(synonyms=config.synonyms)
+    t_pos = [align(model.tokenizer, pair, config.positions, config.k)[0] for pair in pairs]
+    inputs = sorted({s.input_site for s in steps if s.input_site is not None})
+    with torch.no_grad(), intervene(model, graph + [Capture(site) for site in inputs]) as run:
+        edited_out = text_embeddings(model, [p.target for p in pairs])
+    seen = {site: gather_columns(run.captures[site][0], t_pos) for site in inputs}
+    final = gather_columns(edited_out, t_pos)
+    return [
+        edit_row(
+            s.param, s.weight, s.solution, s.x_before, seen[s.input_site] if s.input_site else final, s.y,
+            stage=s.stage, layer=s.layer,
+        )
+        for s in steps
+    ]
+
+
+def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, **overrides) -> Erasure:
+    """ErasePro (Alg. 1; Alg. 2 with ``propagate="original"``): returns the edits as an :class:`Erasure`."""
+    config = resolve_config(Config, config, overrides)
+    _check(config)
+    concept = prepare(model, concept)
+    start = time.perf_counter()
+    graph, steps = align_progressively(model, concept, config)
+    seconds = time.perf_counter() - start
+    rows = trace(model, concept, config, graph, steps)
+    notes = sorted({f"{r['stage']} layer {r['layer']}: {r['solver']}" for r in rows if r["solver"] != "exact"})
+    method = "erasepro" if config.propagate == "updated" else "erasepro-alg2"
+    return Erasure(method, concept, config_dict(config), graph, rows, notes=notes, seconds=seconds)
+
+
+def depth_probe(model: Diffusion, alpha: float = 0.2, deep_site: str | None = None) -> dict[str, Graph]:
+    """ErasePro Fig. 2e / Fig. 5: the same deviation on a shallow and on a deep site.
+
+    Each edited projection gets ``delta = alpha * ||W||_F * I`` (App. A.2; ``I`` the rectangular
+    identity for non-square ``W``), so the deviation relative to each weight is the same.
+    ``"shallow"``: Q, K, V of the first text-encoder layer; ``"deep"``: Q, K, V of one UNet
+    cross-attention (default: the mid block's, the deepest).
+    """
+    first = model.sites.text_layers()[0]
+    shallow = [f"{first}.self_attn.{p}.weight" for p in TEXT_PROJECTIONS]
+    crosses = model.sites.cross_attention()
+    site = deep_site or next((s for s in crosses if ".mid_block." in s), crosses[len(crosses) // 2])
+    if site not in crosses:
+        raise ConfigError(f"deep_site={site!r} is not a cross-attention layer; choose from {crosses}")
+    deep = [f"{site}.{p}.weight" for p in ("to_q", "to_k", "to_v")]
+
+    def deviations(params: list[str]) -> Graph:
+        graph = Graph()
+        for param in params:
+            weight = model.parameter(param).detach()
+            eye = torch.eye(*weight.shape, dtype=weight.dtype, device=weight.device)
+            graph.append(WeightEdit(param, delta=alpha * torch.linalg.matrix_norm(weight) * eye))
+        return graph
+
+    return {"shallow": deviations(shallow), "deep": deviations(deep)}

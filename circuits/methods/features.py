@@ -1,0 +1,119 @@
+"""Token features for closed-form edits: which positions are mapped, and their text embeddings.
+
+Every closed-form method maps target-prompt token columns ``X`` onto anchor-prompt columns ``Y``.
+Which positions pair up is a named choice (:data:`POSITIONS`), because the papers differ exactly
+there (TRCE Table 4 ablates it):
+
+=================  ==================================================================================
+``"eot"``          the first [EoT] of each prompt (TRCE stage 1).
+``"eot_all"``      the k-th [EoT]/padding position of the target with the k-th of the anchor.
+``"keyword"``      the last sub-token of the target word with the last sub-token of the anchor word
+                   (under causal attention the last piece has seen the whole word). An empty
+                   anchor maps the word onto the anchor prompt's [SoT], the one token that carries no
+                   content (it sees only itself), as UCE's official code does.
+``"keyword+eot"``  ``"keyword"`` and ``"eot_all"`` together (UCE's code maps the word and every
+                   position after it; this keeps the word and the [EoT]s that summarise it).
+``"prompt"``       every position from [SoT] to the first [EoT], position by position; target and
+                   anchor must have the same token count (ErasePro's "token embeddings of the prompt").
+``"first_k"``      the first ``k`` positions, position by position (ErasePro Alg. 2, -w / -s).
+``"all"``          every position of the padded sequence, position by position.
+=================  ==================================================================================
+
+Preservation prompts map onto themselves at the positions the same mode selects (words for the
+keyword modes). Positions always come from the tokenizer, never from word counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuits.methods.concept import ConceptError, PromptPair
+from circuits.tokens import TokenLayout, layout
+
+Positions = Literal["eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all"]
+POSITIONS: tuple[str, ...] = get_args(Positions)
+
+
+def check_positions(positions: str, owner: str) -> str:
+    if positions not in POSITIONS:
+        import difflib
+
+        close = difflib.get_close_matches(str(positions), POSITIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConceptError(f"{owner}: positions={positions!r} is not one of {POSITIONS}{hint}")
+    return positions
+
+
+def _last_piece(lay: TokenLayout, word: str) -> int:
+    found = lay.keyword(word)
+    if not found:
+        raise ConceptError(f"the word {word!r} does not occur in the prompt {lay.prompt!r}")
+    return found[-1]
+
+
+def _eot_pairs(t: TokenLayout, a: TokenLayout) -> tuple[list[int], list[int]]:
+    count = t.length - max(t.first_eot, a.first_eot)
+    return [t.first_eot + j for j in range(count)], [a.first_eot + j for j in range(count)]
+
+
+def align(tokenizer: Any, pair: PromptPair, positions: str, k: int = 5) -> tuple[list[int], list[int]]:
+    """Target and anchor positions that pair up for ``pair`` (equal-length lists)."""
+    t, a = layout(tokenizer, pair.target), layout(tokenizer, pair.anchor)
+    if positions == "eot":
+        return [t.first_eot], [a.first_eot]
+    if positions == "eot_all":
+        return _eot_pairs(t, a)
+    if positions in ("keyword", "keyword+eot"):
+        target_pos = [_last_piece(t, pair.word)]
+        anchor_pos = [_last_piece(a, pair.anchor_word) if pair.anchor_word.strip() else 0]
+        if positions == "keyword+eot":
+            eot_t, eot_a = _eot_pairs(t, a)
+            target_pos, anchor_pos = target_pos + eot_t, anchor_pos + eot_a
+        return target_pos, anchor_pos
+    if positions == "prompt":
+        if t.first_eot != a.first_eot:
+            raise ConceptError(
+                f"positions='prompt' pairs the tokens of {pair.target!r} ({t.first_eot + 1} tokens) and "
+                f"{pair.anchor!r} ({a.first_eot + 1} tokens) one by one, so they need the same token count; "
+                "use an anchor with as many tokens, or positions='all' / 'first_k' / 'eot'"
+            )
+        span = list(range(t.first_eot + 1))
+        return span, span
+    if positions == "first_k":
+        if not 1 <= k <= t.length:
+            raise ConceptError(f"positions='first_k' with k={k}: use 1 <= k <= {t.length}")
+        return list(range(k)), list(range(k))
+    if positions == "all":
+        return list(range(t.length)), list(range(a.length))
+    check_positions(positions, "align")
+    raise AssertionError("unreachable")
+
+
+def preserved_positions(tokenizer: Any, prompt: str, positions: str, k: int = 5) -> list[int]:
+    """Positions of a preservation prompt that are kept (mapped onto themselves)."""
+    lay = layout(tokenizer, prompt)
+    if positions == "keyword":
+        return lay.words or [lay.first_eot]
+    if positions == "keyword+eot":
+        return lay.words + lay.eot_all
+    if positions == "prompt":
+        return list(range(lay.first_eot + 1))
+    pair = PromptPair(prompt, prompt, "", "")
+    return align(tokenizer, pair, positions, k)[0]
+
+
+def gather_columns(
+    features: Float[Tensor, "batch tokens dim"], positions: Sequence[Sequence[int]]
+) -> Float[Tensor, "dim n"]:
+    """Columns ``features[b, positions[b]]`` of every row, concatenated: ``[dim, sum(len(positions[b]))]``."""
+    if len(positions) != features.shape[0]:
+        raise ValueError(f"gather_columns: {len(positions)} position lists for {features.shape[0]} rows")
+    columns = [features[row, list(pos)] for row, pos in enumerate(positions) if len(pos)]
+    if not columns:
+        return features.new_zeros(features.shape[-1], 0)
+    return torch.cat(columns).T

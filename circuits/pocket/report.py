@@ -1,0 +1,208 @@
+"""Erasure reports on pocket: does the concept leave, does the rest stay?
+
+:func:`erasure_report` samples three prompt sets (prompts naming the target, naming its synonyms,
+naming the attribute's other values) with and without an erasure's graph, from the same noise,
+and lets the oracle read every image:
+
+- **erased rate**: the fraction of images whose erased attribute reads as the target value
+  (``red`` on "a red circle"); before erasure it is the model's prompt following;
+- **kept**: on target prompts, the accuracy of the attributes the prompt names besides the target;
+- **preservation accuracy**: on the other values' prompts, the accuracy over every named attribute.
+
+Each set is one batched sampling call (prompts x ``samples`` rows, noise from ``seed``).
+:func:`damage` measures what a graph does to plain prompts: oracle accuracy and pixel difference
+against unedited images of the same noise (ErasePro's depth-sensitivity probe).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from circuits.methods.concept import Concept, as_concept
+from circuits.models.diffusion import Diffusion
+from circuits.pocket.concepts import EvaluationSets, attribute_of, evaluation_sets
+from circuits.pocket.world import COLOURS, SHAPES, SYNONYMS, TEXTURES
+
+SETS = ("target", "synonyms", "preservation")
+
+
+def named_attributes(prompt: str) -> dict[str, str]:
+    """The pocket attributes a prompt names: ``{"colour": "red", "shape": "circle", ...}``."""
+    named: dict[str, str] = {}
+    for word in prompt.lower().replace(",", " ").split():
+        word = SYNONYMS.get(word, word)
+        for attribute, values in (("colour", COLOURS), ("shape", SHAPES), ("texture", TEXTURES)):
+            if word in values and attribute not in named:
+                named[attribute] = word
+    return named
+
+
+@dataclass
+class SetScore:
+    """What the oracle read on one prompt set under one graph."""
+
+    prompts: list[str]
+    images: int
+    erased_rate: float | None  # fraction read as the target value (target and synonym sets)
+    accuracy: float  # mean accuracy over the named attributes scored on this set
+    per_attribute: dict[str, float]
+    seconds: float
+    reads: list[dict[str, str]] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class ErasureReport:
+    """Before/after scores of one erasure on pocket."""
+
+    concept: str
+    attribute: str
+    value: str
+    before: dict[str, SetScore]
+    after: dict[str, SetScore]
+    samples: int
+    seed: int
+    steps: int
+
+    @property
+    def erased_rate(self) -> dict[str, float | None]:
+        return {name: score.erased_rate for name, score in self.after.items() if name != "preservation"}
+
+    @property
+    def preservation(self) -> float:
+        return self.after["preservation"].accuracy
+
+    @property
+    def preservation_ratio(self) -> float:
+        """Preservation accuracy after / before (1 = nothing lost)."""
+        before = self.before["preservation"].accuracy
+        return self.after["preservation"].accuracy / before if before > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """The headline numbers (what the methods table prints)."""
+        def rate(scores: dict[str, SetScore], name: str) -> float | None:
+            return scores[name].erased_rate if name in scores else None
+
+        return {
+            "concept": self.concept,
+            "target_before": rate(self.before, "target"),
+            "target_after": rate(self.after, "target"),
+            "synonyms_before": rate(self.before, "synonyms"),
+            "synonyms_after": rate(self.after, "synonyms"),
+            "kept_before": self.before["target"].accuracy,
+            "kept_after": self.after["target"].accuracy,
+            "preservation_before": self.before["preservation"].accuracy,
+            "preservation_after": self.after["preservation"].accuracy,
+            "preservation_ratio": self.preservation_ratio,
+            "sampling_seconds": sum(s.seconds for s in self.after.values()),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["summary"] = self.summary()
+        return out
+
+
+@functools.lru_cache(maxsize=1)
+def _oracle() -> Any:
+    from circuits.pocket.oracle import Oracle
+
+    return Oracle.load()
+
+
+def score_images(images: Sequence[Any], prompts: Sequence[str], attribute: str, value: str, *,
+                 exclude_target: bool) -> tuple[float, dict[str, float], list[dict[str, str]]]:
+    """Erased rate and accuracy of the named attributes (without the erased one when ``exclude_target``)."""
+    reads = _oracle().read(list(images))
+    rows = [{k: reads[k][i] for k in ("colour", "shape", "texture", "background")} for i in range(len(images))]
+    hits: dict[str, list[bool]] = {}
+    for prompt, read in zip(prompts, rows):
+        for name, wanted in named_attributes(prompt).items():
+            if exclude_target and name == attribute:
+                continue
+            hits.setdefault(name, []).append(read[name] == wanted)
+    erased = float(np.mean([read[attribute] == value for read in rows]))
+    per_attribute = {k: float(np.mean(v)) for k, v in hits.items()}
+    all_hits = [h for v in hits.values() for h in v]
+    return erased, per_attribute | {"_mean": float(np.mean(all_hits)) if all_hits else float("nan")}, rows
+
+
+def _score_set(model: Diffusion, prompts: Sequence[str], graph: Any, attribute: str, value: str, *,
+               is_target: bool, samples: int, seed: int, steps: int, progress: bool) -> SetScore:
+    import circuits
+
+    rows = [p for p in prompts for _ in range(samples)]
+    start = time.perf_counter()
+    result = circuits.sample(model, rows, seed=seed, steps=steps, graph=graph, progress=progress)
+    seconds = time.perf_counter() - start
+    erased, per_attribute, reads = score_images(result.images, rows, attribute, value, exclude_target=is_target)
+    mean = per_attribute.pop("_mean")
+    return SetScore(list(prompts), len(rows), erased if is_target else None, mean, per_attribute, seconds, reads)
+
+
+def erasure_report(
+    model: Diffusion,
+    concept: Concept | str,
+    graph: Any,
+    *,
+    sets: EvaluationSets | None = None,
+    samples: int = 4,
+    seed: int = 0,
+    steps: int = 25,
+    baseline: ErasureReport | None = None,
+    progress: bool = False,
+) -> ErasureReport:
+    """Oracle reads of target, synonym and preservation prompts with and without ``graph``.
+
+    ``graph`` is anything ``circuits.sample`` takes (an ``Erasure``, a ``Graph``). ``baseline``
+    reuses the "before" scores of an earlier report on the same concept and settings.
+    """
+    concept = as_concept(concept, model)
+    attribute, value = attribute_of(concept.target)
+    sets = sets or evaluation_sets(concept)
+    prompt_sets = {"target": sets.target, "synonyms": sets.synonyms, "preservation": sets.preservation}
+    prompt_sets = {k: v for k, v in prompt_sets.items() if v}
+    settings = dict(samples=samples, seed=seed, steps=steps, progress=progress)
+
+    def run(g: Any) -> dict[str, SetScore]:
+        return {
+            name: _score_set(model, prompts, g, attribute, value, is_target=name != "preservation", **settings)
+            for name, prompts in prompt_sets.items()
+        }
+
+    if baseline is not None and (baseline.value, baseline.samples, baseline.seed, baseline.steps) == (
+        value, samples, seed, steps
+    ):
+        before = baseline.before
+    else:
+        before = run(None)
+    return ErasureReport(concept.name, attribute, value, before, run(graph), samples, seed, steps)
+
+
+def damage(model: Diffusion, prompts: Sequence[str], graph: Any, *, samples: int = 2, seed: int = 0,
+           steps: int = 25, progress: bool = False) -> dict[str, Any]:
+    """What ``graph`` does to ``prompts``: oracle accuracy (all named attributes) and the mean absolute
+    pixel difference (0-255) and PSNR against the unedited images from the same noise."""
+    import circuits
+
+    rows = [p for p in prompts for _ in range(samples)]
+    plain = circuits.sample(model, rows, seed=seed, steps=steps, progress=progress)
+    edited = circuits.sample(model, rows, seed=seed, steps=steps, graph=graph, progress=progress)
+    a = np.stack([np.asarray(i, dtype=np.float64) for i in plain.images])
+    b = np.stack([np.asarray(i, dtype=np.float64) for i in edited.images])
+    mse = float(np.mean((a - b) ** 2))
+    _, before, _ = score_images(plain.images, rows, "colour", "", exclude_target=False)
+    _, after, _ = score_images(edited.images, rows, "colour", "", exclude_target=False)
+    return {
+        "accuracy_before": before.pop("_mean"),
+        "accuracy_after": after.pop("_mean"),
+        "per_attribute_after": after,
+        "pixel_difference": float(np.mean(np.abs(a - b))),
+        "psnr_db": float(10 * np.log10(255.0**2 / mse)) if mse > 0 else float("inf"),
+        "images": edited.images,
+    }

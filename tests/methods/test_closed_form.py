@@ -1,0 +1,142 @@
+"""UCE, ErasePro and TRCE stage 1 on a tiny model, each checked against an independent solution."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import circuits
+from circuits.methods import Concept, ConceptError, erasepro, trce, uce
+from circuits.methods.common import ConfigError
+from circuits.sampling import encode_prompts
+from circuits.tokens import layout
+
+# three lengths, so even layer 0 sees distinct [EoT] columns (token + position embeddings)
+CONCEPT = Concept("red", anchor="blue", templates=["{}", "a {} circle", "a photo of a {} dog"],
+                  preservation=["a green square", "a photo of a cat"])
+
+
+@pytest.fixture(scope="module")
+def model64(tiny_dir):
+    """The tiny model in float64, so exactness is checked to 1e-5 and beyond.
+
+    Its final layer norm gets a random affine part, as a trained model has: a fresh LayerNorm's
+    outputs all lie in the hyperplane sum(x) = 0, so every feature matrix would be rank-deficient.
+    """
+    model = circuits.load(tiny_dir, dtype=torch.float64)
+    norm = model.text_encoder.final_layer_norm
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        norm.weight.copy_(1 + 0.3 * torch.randn(norm.weight.shape, generator=generator, dtype=torch.float64))
+        norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=generator, dtype=torch.float64))
+    return model
+
+
+def _embed(model, prompts):
+    with torch.no_grad():
+        return encode_prompts(model, prompts, "cond").to(torch.float64)
+
+
+def test_uce_equals_the_argmin_of_its_objective(model64) -> None:
+    erasure = uce.fit(model64, CONCEPT, positions="eot", reg=0.7, preserve_weight=2.0)
+    pairs = CONCEPT.pairs()
+    tok = model64.tokenizer
+    targets, anchors = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
+    x = torch.stack([targets[i, layout(tok, p.target).first_eot] for i, p in enumerate(pairs)], 1)
+    y = torch.stack([anchors[i, layout(tok, p.anchor).first_eot] for i, p in enumerate(pairs)], 1)
+    kept = _embed(model64, list(CONCEPT.preservation))
+    p = torch.stack([kept[i, layout(tok, q).first_eot] for i, q in enumerate(CONCEPT.preservation)], 1)
+    edits = {e.param: e.delta for e in erasure.graph}
+    assert len(edits) == 2 * len(model64.sites.cross_attention())
+    for param, delta in edits.items():
+        w0 = model64.parameter(param).detach()
+        # ||W X - W0 Y||^2 + 2 ||W P - W0 P||^2 + 0.7 ||W - W0||^2 as one stacked least-squares system
+        lhs = torch.cat([x.T, 2**0.5 * p.T, 0.7**0.5 * torch.eye(x.shape[0], dtype=torch.float64)])
+        rhs = torch.cat([(w0 @ y).T, 2**0.5 * (w0 @ p).T, 0.7**0.5 * w0.T])
+        expected = torch.linalg.lstsq(lhs, rhs).solution.T
+        torch.testing.assert_close(w0 + delta, expected, rtol=1e-5, atol=1e-8)
+    assert all(row["residual"] > 1e-3 for row in erasure.trace)  # UCE never aligns exactly (Eq. 3)
+
+
+def test_erasepro_is_exact_layer_by_layer_where_x_has_full_column_rank(model64) -> None:
+    erasure = erasepro.fit(model64, CONCEPT, positions="eot")
+    text_layers = len(model64.sites.text_layers())
+    unet_layers = len(model64.sites.cross_attention())
+    assert len(erasure.graph) == 3 * text_layers + 2 * unet_layers
+    for row in erasure.trace:
+        assert row["solver"] == "exact" and row["residual"] < 1e-5, row
+    # layer 0 sees the token embeddings, which no edit can change; deeper inputs move
+    first = [r for r in erasure.trace if r["stage"] == "text" and r["layer"] == 0]
+    assert all(r["distance_after"] == pytest.approx(r["distance_before"]) for r in first)
+    assert any(r["distance_after"] != pytest.approx(r["distance_before"]) for r in erasure.trace if r["layer"] > 0)
+
+
+def test_erasepro_update_is_the_kkt_solution_for_the_features_it_saw(model64) -> None:
+    config = erasepro.Config(positions="eot", text_projections=("q_proj",))
+    graph, steps = erasepro.align_progressively(model64, CONCEPT, config)
+    assert [e.param for e in graph] == [s.param for s in steps]
+    for step, edit in zip(steps, graph):
+        w0, x, y = (t.to(torch.float64) for t in (step.weight, step.x, step.y))
+        d, n = x.shape
+        # min ||W - W0||^2 s.t. W X = W0 Y, row by row: [[2I, X], [X^T, 0]] [w; mu] = [2 w0; (W0 Y)^T]
+        kkt = torch.zeros(d + n, d + n, dtype=torch.float64)
+        kkt[:d, :d], kkt[:d, d:], kkt[d:, :d] = 2 * torch.eye(d, dtype=torch.float64), x, x.T
+        expected = torch.linalg.solve(kkt, torch.cat([2 * w0.T, (w0 @ y).T]))[:d].T
+        torch.testing.assert_close(w0 + edit.delta, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_erasepro_alg2_and_weak_config(model64) -> None:
+    weak = erasepro.fit(model64, CONCEPT, erasepro.weak())
+    assert weak.method == "erasepro-alg2" and weak.config["positions"] == "first_k"
+    first = min(r["layer"] for r in weak.trace if r["stage"] == "text")
+    assert first == round(4 / 12 * len(model64.sites.text_layers()))
+    with pytest.raises(ConfigError, match="start_fraction"):
+        erasepro.fit(model64, CONCEPT, start_fraction=1.5)
+    with pytest.raises(ConfigError, match="did you mean 'positions'"):
+        erasepro.fit(model64, CONCEPT, position="eot")
+
+
+def test_trce_stage1_equals_least_squares_of_eq4(model64) -> None:
+    eta = 0.01
+    # 16 columns per prompt: overdetermined; a tiny rtol checks the algebra without the default truncation
+    erasure = trce.fit(model64, CONCEPT, positions="all", eta=eta, rtol=1e-12)
+    pairs, tok = CONCEPT.pairs(), model64.tokenizer
+    m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
+    k = _embed(model64, list(CONCEPT.preservation))
+    a = torch.cat([m.reshape(-1, m.shape[-1]), eta**0.5 * k.reshape(-1, k.shape[-1])]).T
+    anchors = torch.cat([s.reshape(-1, s.shape[-1]), eta**0.5 * k.reshape(-1, k.shape[-1])]).T
+    assert a.shape[1] > a.shape[0] and tok.model_max_length == 16
+    for edit in erasure.graph:
+        w = model64.parameter(edit.param).detach()
+        expected = torch.linalg.lstsq(a.T, (w @ anchors).T).solution.T
+        torch.testing.assert_close(w + edit.delta, expected, rtol=1e-5, atol=1e-8)
+
+
+def test_trce_maps_the_tokenizers_first_eot_not_a_word_count(model64) -> None:
+    concept = Concept("red", anchor="blue", templates=["a {} unicorn!", "a photo of a {} circle, striped"])
+    erasure = trce.fit(model64, concept, eta=0.0)
+    tok = model64.tokenizer
+    for pair in concept.pairs():
+        lay = layout(tok, pair.target)
+        assert lay.first_eot != len(pair.target.split()) + 1  # the official code's count would miss
+    pairs = concept.pairs()
+    m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
+    x = torch.stack([m[i, layout(tok, p.target).first_eot] for i, p in enumerate(pairs)], 1)
+    y = torch.stack([s[i, layout(tok, p.anchor).first_eot] for i, p in enumerate(pairs)], 1)
+    for edit in erasure.graph:
+        w = model64.parameter(edit.param).detach()
+        torch.testing.assert_close((w + edit.delta) @ x, w @ y, rtol=1e-5, atol=1e-8)
+    assert any("singular" in note for note in erasure.notes)
+
+
+def test_bad_input_is_named(model) -> None:
+    with pytest.raises(ConceptError, match="does not know 'rde'"):
+        uce.fit(model, Concept("rde", templates=["a {} circle"]))
+    with pytest.raises(ConceptError, match="same token count"):
+        erasepro.fit(model, Concept("red", templates=["a {} circle"]), positions="prompt")
+    with pytest.raises(ConceptError, match="not one of"):
+        trce.fit(model, Concept("red"), positions="eos")
+    with pytest.raises(ConfigError, match="projections"):
+        uce.fit(model, Concept("red"), projections=("to_q",))
+    with pytest.raises(ConceptError, match="bare word names a concept only on the pocket model"):
+        uce.fit(model, "red")

@@ -1,0 +1,65 @@
+"""The shared closed-form solver against independent solutions (lstsq on the stacked system, KKT)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuits.methods.linalg import column_angle_deg, relative_residual, solve_edit
+
+
+def _random(out: int, inp: int, n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(out, inp, generator=g, dtype=torch.float64),
+            torch.randn(inp, n, generator=g, dtype=torch.float64),
+            torch.randn(out, n, generator=g, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("reg", [0.5, 1.0, 3.0])
+def test_ridge_equals_lstsq_on_the_stacked_system(reg: float) -> None:
+    w0, a, b = _random(6, 10, 14)
+    got = solve_edit(w0, a, b, reg=reg).weight
+    # argmin ||W A - B||^2 + reg ||W - W0||^2  <=>  [A^T; sqrt(reg) I] W^T = [B^T; sqrt(reg) W0^T]
+    lhs = torch.cat([a.T, reg**0.5 * torch.eye(10, dtype=torch.float64)])
+    rhs = torch.cat([b.T, reg**0.5 * w0.T])
+    expected = torch.linalg.lstsq(lhs, rhs).solution.T
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_exact_solution_equals_kkt_of_the_constrained_problem() -> None:
+    w0, a, b = _random(5, 12, 4)  # 4 columns < 12 features: full column rank, exact solution exists
+    solution = solve_edit(w0, a, b, reg=0.0)
+    # min ||w - w0||^2 s.t. A^T w = b, row by row: [[2I, A], [A^T, 0]] [w; mu] = [2 w0; b]
+    kkt = torch.zeros(16, 16, dtype=torch.float64)
+    kkt[:12, :12] = 2 * torch.eye(12, dtype=torch.float64)
+    kkt[:12, 12:] = a
+    kkt[12:, :12] = a.T
+    rhs = torch.cat([2 * w0.T, b.T])  # one right-hand side per row of W
+    expected = torch.linalg.solve(kkt, rhs)[:12].T
+    torch.testing.assert_close(solution.weight, expected, rtol=1e-10, atol=1e-10)
+    assert solution.exact and solution.residual < 1e-12
+    assert solution.solver == "exact"
+
+
+def test_rank_deficient_inputs_give_the_least_squares_solution_nearest_w0() -> None:
+    w0, a, _ = _random(4, 3, 8)  # 8 columns in 3 dimensions: no exact solution
+    b = torch.randn(4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    solution = solve_edit(w0, a, b, reg=0.0)
+    assert not solution.exact and solution.rank == 3 and "least squares" in solution.solver
+    expected = torch.linalg.lstsq(a.T, b.T).solution.T  # unique: A has full row rank
+    torch.testing.assert_close(solution.weight, expected, rtol=1e-9, atol=1e-9)
+    assert solution.residual == pytest.approx(relative_residual(expected, a, b))
+    assert solution.residual > 0.01
+
+
+def test_residual_and_angle_helpers() -> None:
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    y = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    assert column_angle_deg(x, y) == pytest.approx(45.0)
+    assert relative_residual(torch.eye(2), x, x) == 0.0
+
+
+def test_bad_shapes_are_named() -> None:
+    w0, a, b = _random(4, 3, 5)
+    with pytest.raises(ValueError, match="needs inputs"):
+        solve_edit(w0, a.T, b)
