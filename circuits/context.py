@@ -88,6 +88,17 @@ def step_context(
         timestep=timestep,
         num_steps=num_steps,
     )
+    with publish_context(ctx):
+        yield ctx
+
+
+@contextlib.contextmanager
+def publish_context(ctx: StepContext) -> Iterator[StepContext]:
+    """Make ``ctx`` the current context inside the block (restored on exit, exceptions included).
+
+    The sampler publishes one around every text-encoder and UNet call; a method with its own
+    denoising loop does the same so step/branch/token scopes apply to its calls.
+    """
     token = _CURRENT.set(ctx)
     try:
         yield ctx

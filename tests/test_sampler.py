@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 import torch
 
 import circuits
+from circuits.context import StepContext
 from circuits.errors import PromptError
 
 
@@ -96,3 +99,18 @@ def test_bad_sampler_inputs(model):
         circuits.sample(model, ["a", "b"], negative_prompt=["x"], steps=1, progress=False)
     with pytest.raises(ValueError, match="scheduler="):
         circuits.sample(model, ["a"], scheduler="nope", steps=1, progress=False)
+
+
+def test_runner_helpers_are_public(model, prompts):
+    """Methods with their own loop import these from circuits.sampling, not by private names."""
+    from circuits.sampling import decode, encode_prompts, make_scheduler, publish_context
+    from circuits.sampling import sampler as sampler_module
+
+    assert not hasattr(sampler_module, "_publish") and "_CURRENT" not in inspect.getsource(sampler_module)
+    assert encode_prompts(model, prompts, "cond").shape == (len(prompts), 16, 32)
+    assert type(make_scheduler(model, "ddim")).__name__ == "DDIMScheduler"
+    ctx = StepContext(phase="unet", branch_rows={"cond": (0,)}, step=3)
+    with publish_context(ctx) as published:
+        assert circuits.current_context() is ctx is published
+    assert circuits.current_context() is None
+    assert decode(model, torch.zeros(1, 4, 8, 8))[0].size == (16, 16)

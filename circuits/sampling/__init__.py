@@ -1,1 +1,16 @@
-"""Sampling: the one sampler, guidance strategies, and the result objects."""
+"""Sampling: the one sampler, guidance strategies, the result objects, and the runner helpers.
+
+Methods with their own denoising loop (trajectory fine-tuning, saliency) build it from the same
+helpers ``sample`` uses, so their text embeddings, schedules, decoding and step contexts match it:
+``encode_prompts``, ``make_scheduler``, ``decode`` and ``publish_context``.
+"""
+
+from circuits.context import StepContext, publish_context
+from circuits.sampling.guidance import CFG, ReversedCFG
+from circuits.sampling.result import SampleResult, Trajectory
+from circuits.sampling.sampler import SCHEDULERS, decode, encode_prompts, make_scheduler, sample
+
+__all__ = [
+    "CFG", "SCHEDULERS", "ReversedCFG", "SampleResult", "StepContext", "Trajectory", "decode", "encode_prompts",
+    "make_scheduler", "publish_context", "sample",
+]

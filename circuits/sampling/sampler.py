@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from circuits.context import _CURRENT, StepContext
+from circuits.context import StepContext, publish_context
 from circuits.errors import ScopeError
 from circuits.interventions.graph import Graph
 from circuits.interventions.runtime import Run, active_runs, intervene
@@ -30,15 +30,6 @@ SCHEDULERS = {
     "euler": "EulerDiscreteScheduler",
     "pndm": "PNDMScheduler",
 }
-
-
-@contextlib.contextmanager
-def _publish(ctx: StepContext):
-    token = _CURRENT.set(ctx)
-    try:
-        yield
-    finally:
-        _CURRENT.reset(token)
 
 
 def make_scheduler(model: Diffusion, scheduler: Any = None) -> Any:
@@ -66,7 +57,7 @@ def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str) -> tor
         return_tensors="pt",
     ).input_ids.to(model.device)
     ctx = StepContext(phase="text", branch_rows={branch: tuple(range(len(prompts)))}, prompts=tuple(prompts))
-    with _publish(ctx):
+    with publish_context(ctx):
         embeds = model.text_encoder(ids, attention_mask=None)[0]
     return embeds.to(dtype=model.text_encoder.dtype, device=model.device)
 
@@ -163,7 +154,7 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
             timestep=float(t),
             num_steps=len(timesteps),
         )
-        with _publish(ctx):
+        with publish_context(ctx):
             eps = model.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
         if cfg:
             eps_uncond, eps_cond = eps.chunk(2)
