@@ -336,3 +336,13 @@ def test_nested_contexts_with_tensor_arguments_unwind_in_any_order(model, prompt
         with outer, inner:
             assert len(model.active_runs) == 2
     assert model.active_runs == []
+
+def test_masked_patch_mask_must_lie_in_the_unit_interval():
+    site = "unet.down_blocks.0.attentions.0.transformer_blocks.0.ff.hidden"
+    for bad, found in [(torch.full((3,), 2.0), r"\[2, 2\]"), (torch.tensor([-0.5, 0.5]), r"\[-0.5, 0.5\]")]:
+        with pytest.raises(ShapeError, match=f"MaskedPatch.*{found}.*outside \\[0, 1\\]"):
+            MaskedPatch(site, bad, torch.zeros(3))
+    with pytest.raises(ShapeError, match="nan"):
+        MaskedPatch(site, torch.tensor([float("nan")]), torch.zeros(1))
+    MaskedPatch(site, torch.tensor([0.0, 0.25, 1.0]), torch.zeros(3))
+    MaskedPatch(site, torch.tensor([True, False]), torch.zeros(2))

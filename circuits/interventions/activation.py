@@ -187,6 +187,17 @@ class MaskedPatch(Intervention):
     source: Float[Tensor, "..."]
     kind = "masked_patch"
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        mask = self.mask
+        if isinstance(mask, Tensor) and mask.dtype.is_floating_point and mask.numel():
+            low, high = (float(v) for v in torch.aminmax(mask.detach()))
+            if not (0.0 <= low and high <= 1.0):  # NaN fails too
+                raise ShapeError(
+                    f"{self.describe()}: mask values lie in [{low:g}, {high:g}], outside [0, 1]; a mask weighs "
+                    "source against the activation, so give values in [0, 1] (or a bool mask), e.g. mask.clamp(0, 1)"
+                )
+
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         selected = _rows(x, selection)
         mask = _check_broadcast(self.mask, selected, self.describe(), site, "mask")
