@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -59,3 +61,11 @@ def test_pocket_loads_offline():
         pytest.skip("the pocket model has not been built into circuits/pocket/pipeline yet")
     model = circuits.load("pocket")
     assert model.source == "pocket" and model.sites.cross_attention()
+
+
+def test_readme_shows_the_diffusers_pipeline(model):
+    assert "model.pipeline()" in (Path(__file__).parents[1] / "README.md").read_text()
+    from diffusers import StableDiffusionPipeline
+
+    pipe = model.pipeline()
+    assert isinstance(pipe, StableDiffusionPipeline) and pipe.unet is model.unet
