@@ -3,11 +3,11 @@
 from circuits.interventions.activation import Ablate, MaskedPatch, Replace, Scale
 from circuits.interventions.base import Intervention
 from circuits.interventions.capture import Capture, Captures
-from circuits.interventions.graph import Graph
+from circuits.interventions.graph import Graph, GraphLike, HasGraph
 from circuits.interventions.weight_edit import WeightEdit
 from circuits.interventions.zero_tokens import ZeroTokens
 
 __all__ = [
-    "Ablate", "Capture", "Captures", "Graph", "Intervention", "MaskedPatch", "Replace", "Scale", "WeightEdit",
-    "ZeroTokens",
+    "Ablate", "Capture", "Captures", "Graph", "GraphLike", "HasGraph", "Intervention", "MaskedPatch", "Replace",
+    "Scale", "WeightEdit", "ZeroTokens",
 ]

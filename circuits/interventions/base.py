@@ -1,13 +1,20 @@
 """The intervention base class: a site, a scope, and what to do with the value found there.
 
 An intervention is plain data (a dataclass) so a graph of them can be saved as JSON. The
-runtime (:mod:`circuits.interventions.runtime`) turns each one into a torch forward hook on its
-site, and calls :meth:`Intervention.apply` on the calls its scope selects.
+runtime (:mod:`circuits.interventions.runtime`) asks each one how to take part, with no special
+cases for particular kinds:
+
+- a per-call kind (``per_call = True``) is bound to each site it matches (:meth:`Intervention.bind`,
+  like diffusers' ``ModelHook.initialize_hook``: a Capture makes its per-site copy with a record
+  there), becomes a torch forward hook on it, and :meth:`Intervention.apply` runs on the calls its
+  scope selects;
+- a per-context kind (``per_call = False``, e.g. ``WeightEdit``) is entered once
+  (:meth:`Intervention.enter`), and the undo it returns runs on exit, exceptions included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -26,10 +33,13 @@ from circuits.interventions.scope import (
 from circuits.tokens import TokenSelection
 
 if TYPE_CHECKING:
+    from circuits.interventions.runtime import Run
     from circuits.models.diffusion import Diffusion
     from circuits.sites.index import SiteInfo
 
 REGISTRY: dict[str, type["Intervention"]] = {}
+#: what :meth:`Intervention.enter` returns: restores what entering changed
+Undo = Callable[[], None]
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -53,7 +63,8 @@ class Intervention:
     name: str | None = None
 
     kind: ClassVar[str] = "intervention"
-    #: False for interventions that act once per context rather than per call (WeightEdit).
+    #: False for kinds that act once per context (WeightEdit): the runtime calls :meth:`enter` on
+    #: entry and its undo on exit instead of hooking a site.
     per_call: ClassVar[bool] = True
     _parent: "Intervention | None" = field(default=None, init=False, repr=False, compare=False)
 
@@ -103,6 +114,19 @@ class Intervention:
 
     def check_site(self, info: "SiteInfo", model: "Diffusion") -> None:
         """Raise early if this intervention cannot act on ``info``'s site."""
+
+    def bind(self, run: "Run", site: str, expanded: bool) -> "Intervention":
+        """What acts on ``site`` for ``run``: ``self``, or a per-site copy for kinds with per-site state.
+
+        Called once per matched site when the context is entered (never per call). ``expanded`` is
+        True when the site came from a glob matching several sites. A copy sets ``_parent = self``
+        so reports name the intervention the user wrote.
+        """
+        return self
+
+    def enter(self, model: "Diffusion") -> Undo:
+        """For ``per_call = False`` kinds: make the whole-context change and return its undo."""
+        raise NotImplementedError(f"{self.describe()} acts per call (per_call=True): it is bound, not entered")
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         """Return the (possibly changed) value of ``site`` for the selected rows/tokens."""

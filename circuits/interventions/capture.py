@@ -9,9 +9,10 @@ device and are detached unless ``keep_grad=True``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor
@@ -20,6 +21,10 @@ from circuits.context import StepContext
 from circuits.errors import ScopeError, ShapeError
 from circuits.interventions.base import Intervention
 from circuits.interventions.scope import Selection
+
+if TYPE_CHECKING:
+    from circuits.interventions.runtime import Run
+    from circuits.sites.index import SiteInfo
 
 _AXIS_ALIASES = {"positions": ("positions", "tokens", "queries", "height", "width")}
 
@@ -48,8 +53,9 @@ class Capture(Intervention):
         self.mean_over = tuple(self.mean_over)
         if self.over_steps not in ("stack", "mean"):
             raise ScopeError(f"{self.describe()}: over_steps={self.over_steps!r}; use 'stack' or 'mean'")
-        # bound per site by the runtime (on a copy of this capture)
+        # set by bind() on the per-site copy the runtime hooks
         self._sink: CaptureRecord | None = None
+        self._info: SiteInfo | None = None
         self._site_axes: tuple[str, ...] = ()
 
     def key(self, site: str, expanded: bool) -> str:
@@ -57,10 +63,21 @@ class Capture(Intervention):
             return f"{self.name}/{site}" if expanded else self.name
         return site
 
+    def bind(self, run: "Run", site: str, expanded: bool) -> "Capture":
+        """A copy for ``site`` that writes to its own record in ``run.captures`` (and reports as this one)."""
+        bound = copy.copy(self)
+        bound._parent = self
+        bound._sink = run.captures._record(self.key(site, expanded), self.over_steps)
+        bound._info = run.model.sites.info(site)
+        return bound
+
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         # selections covering every row (the common reduced capture) read x itself: no copy
         all_rows = len(selection.rows) == x.shape[0] and selection.token_mask is None
         value = x if all_rows else x.index_select(0, selection.index(x))
+        if not self._site_axes:
+            assert self._info is not None, "Capture.apply runs on the copy bind() returns"
+            self._site_axes = self._info.axes(x.ndim)
         axes = list(self._site_axes)
         if selection.token_mask is not None:
             counts = selection.token_mask.sum(dim=1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import fields
-from typing import Any
+from typing import Any, Protocol, Union, runtime_checkable
 
 from circuits.errors import CircuitsError, GraphFormatError
 from circuits.interventions.base import REGISTRY, Intervention
@@ -37,6 +37,10 @@ class Graph(list):
     def __repr__(self) -> str:
         return "Graph([\n" + "".join(f"  {item!r},\n" for item in self) + "])"
 
+    def as_graph(self) -> "Graph":
+        """Itself: a Graph is the simplest thing that has a graph (see :class:`HasGraph`)."""
+        return self
+
     # -- JSON ----------------------------------------------------------------------------
     def to_json(self, **dump_kwargs: Any) -> str:
         data = {"circuits_graph": FORMAT_VERSION, "interventions": [i.to_dict() for i in self]}
@@ -58,6 +62,17 @@ class Graph(list):
         if not isinstance(items, list):
             raise GraphFormatError("graph JSON: 'interventions' must be a list")
         return cls(_decode_item(item, i) for i, item in enumerate(items))
+
+
+@runtime_checkable
+class HasGraph(Protocol):
+    """Anything that stands for a graph (a method's ``Erasure``): accepted wherever a Graph is."""
+
+    def as_graph(self) -> Graph: ...
+
+
+#: what ``intervene(model, graph)`` and ``sample(..., graph=)`` accept
+GraphLike = Union[Graph, Iterable[Intervention], Intervention, HasGraph, None]
 
 
 def _check_item(item: Any, index: int) -> None:

@@ -1,15 +1,16 @@
 """``intervene``: apply a graph to a model for the duration of a ``with`` block.
 
-Each per-call intervention becomes one torch forward hook on its site; weight edits are copied
-in on entry. On exit (normal, exception or KeyboardInterrupt) every hook is removed and every
-weight restored bitwise, in reverse order. Afterwards, interventions whose site never ran or
-whose scope matched nothing are reported (a warning, or an error with ``strict=True``).
+Each per-call intervention is bound to every site it matches (:meth:`Intervention.bind`) and
+becomes one torch forward hook there; per-context ones (weight edits) are entered
+(:meth:`Intervention.enter`). On exit (normal, exception or KeyboardInterrupt) every hook is
+removed and every undo runs (weights restored bitwise), in reverse order. Afterwards, interventions
+whose site never ran or whose scope matched nothing are reported (a warning, or an error with
+``strict=True``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,11 +21,10 @@ from torch import Tensor
 
 from circuits.context import StepContext, current_context
 from circuits.errors import ScopeError, UnmatchedInterventionWarning
-from circuits.interventions.base import Intervention
-from circuits.interventions.capture import Capture, Captures
-from circuits.interventions.graph import Graph
+from circuits.interventions.base import Intervention, Undo
+from circuits.interventions.capture import Captures
+from circuits.interventions.graph import Graph, GraphLike
 from circuits.interventions.scope import Selection, batch_rows, call_matches
-from circuits.interventions.weight_edit import WeightEdit
 from circuits.models.diffusion import Diffusion
 from circuits.sites.index import SiteInfo
 from circuits.sites.instrument import _replace_primary
@@ -50,7 +50,8 @@ class Run:
     graph: Graph
     captures: Captures = field(default_factory=Captures)
     bindings: list[_Binding] = field(default_factory=list)
-    weight_edits: list[WeightEdit] = field(default_factory=list)
+    #: the per-context parts entered (``per_call = False``, e.g. WeightEdits)
+    weight_edits: list[Intervention] = field(default_factory=list)
 
     def unmatched(self) -> list[str]:
         """Descriptions of interventions that did nothing, with the reason."""
@@ -76,19 +77,36 @@ class Run:
                 yield origin
 
 
-def _as_graph(graph: Graph | Iterable[Intervention] | Intervention | None) -> Graph:
+def _as_graph(graph: GraphLike) -> Graph:
+    """A Graph from a Graph, an intervention, a list of them, or anything with ``as_graph()`` (an Erasure)."""
     if graph is None:
         return Graph()
+    if isinstance(graph, Graph):
+        return graph
     if isinstance(graph, Intervention):
         return Graph([graph])
-    return graph if isinstance(graph, Graph) else Graph(graph)
+    as_graph = getattr(graph, "as_graph", None)
+    if callable(as_graph):
+        built = as_graph()
+        if isinstance(built, Graph):
+            return built
+        raise TypeError(
+            f"{type(graph).__name__}.as_graph() returned a {type(built).__name__}; it must return a circuits.Graph"
+        )
+    if isinstance(graph, (str, bytes)) or not isinstance(graph, Iterable):
+        raise TypeError(
+            f"graph is a {type(graph).__name__}; give a circuits.Graph, an intervention, a list of interventions, "
+            "or an object with an as_graph() method (e.g. a method's Erasure)"
+        )
+    return Graph(graph)
 
 
 @contextlib.contextmanager
-def intervene(
-    model: Diffusion, graph: Graph | Iterable[Intervention] | Intervention | None = None, *, strict: bool = False
-) -> Iterator[Run]:
+def intervene(model: Diffusion, graph: GraphLike = None, *, strict: bool = False) -> Iterator[Run]:
     """Apply ``graph`` to ``model`` inside the block; yields a :class:`Run` holding the captures.
+
+    ``graph`` is a :class:`Graph`, an intervention, a list of them, or an object with an
+    ``as_graph()`` method returning a Graph (a method's result).
 
     Example::
 
@@ -98,17 +116,14 @@ def intervene(
     """
     run = Run(model=model, graph=_as_graph(graph))
     handles: list[Any] = []
-    restores: list[tuple[torch.nn.Parameter, Tensor]] = []
+    undos: list[Undo] = []
     completed = False
     active: list[Run] = model.active_runs
     try:
         for intervention in run.graph:
             for part in intervention.expand(model):
-                if isinstance(part, WeightEdit):
-                    parameter, new = part.new_value(model)
-                    restores.append((parameter, parameter.detach().clone()))
-                    with torch.no_grad():
-                        parameter.copy_(new)
+                if not part.per_call:
+                    undos.append(part.enter(model))
                     run.weight_edits.append(part)
                     continue
                 sites = model.sites.resolve(part.site)  # type: ignore[attr-defined]
@@ -124,9 +139,8 @@ def intervene(
             active.remove(run)
         for handle in reversed(handles):
             handle.remove()
-        with torch.no_grad():
-            for parameter, original in reversed(restores):
-                parameter.copy_(original)
+        for undo in reversed(undos):
+            undo()
     if completed:
         _report(run, strict)
 
@@ -139,12 +153,7 @@ def _bind(run: Run, part: Intervention, site: str, *, expanded: bool) -> _Bindin
             f"(text_encoder.*, cross-attention to_k/to_v, probs or key_bias), but {site!r} is not one"
         )
     part.check_site(info, run.model)
-    if isinstance(part, Capture):  # one sink per matched site, on a copy that reports as the original
-        bound = copy.copy(part)
-        bound._parent = part
-        bound._sink = run.captures._record(part.key(site, expanded), part.over_steps)
-        part = bound
-    binding = _Binding(part, site, info)
+    binding = _Binding(part.bind(run, site, expanded), site, info)
     run.bindings.append(binding)
     return binding
 
@@ -164,8 +173,6 @@ def _make_hook(model: Diffusion, binding: _Binding):
             if selection is None:
                 return x
             binding.hits += 1
-            if isinstance(intervention, Capture) and not intervention._site_axes:
-                intervention._site_axes = binding.info.axes(x.ndim)
             return intervention.apply(x, selection, ctx, binding.site)
 
         return _replace_primary(output, transform)

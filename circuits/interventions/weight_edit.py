@@ -15,7 +15,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from circuits.errors import ScopeError, ShapeError
-from circuits.interventions.base import SCOPE_FIELDS, Intervention
+from circuits.interventions.base import SCOPE_FIELDS, Intervention, Undo
 
 if TYPE_CHECKING:
     from circuits.models.diffusion import Diffusion
@@ -46,6 +46,19 @@ class WeightEdit(Intervention):
         if not isinstance(given, Tensor) or not given.dtype.is_floating_point:
             got = given.dtype if isinstance(given, Tensor) else type(given).__name__
             raise ShapeError(f"{self.describe()}: {argument} must be a floating-point torch.Tensor, got {got}")
+
+    def enter(self, model: "Diffusion") -> Undo:
+        """Copy the new value in; the undo copies the original back bitwise."""
+        parameter, new = self.new_value(model)
+        original = parameter.detach().clone()
+        with torch.no_grad():
+            parameter.copy_(new)
+
+        def undo() -> None:
+            with torch.no_grad():
+                parameter.copy_(original)
+
+        return undo
 
     def new_value(self, model: "Diffusion") -> tuple[torch.nn.Parameter, Tensor]:
         """The parameter and the tensor to copy into it (checked against its shape)."""

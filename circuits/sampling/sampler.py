@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from circuits.context import StepContext, publish_context
 from circuits.errors import ScopeError
-from circuits.interventions.graph import Graph
+from circuits.interventions.graph import GraphLike
 from circuits.interventions.runtime import Run, active_runs, intervene
 from circuits.models.diffusion import Diffusion
 from circuits.sampling.guidance import CFG
@@ -73,7 +73,7 @@ def sample(
     negative_prompt: str | Sequence[str] | None = None,
     height: int | None = None,
     width: int | None = None,
-    graph: Graph | Sequence[Any] | None = None,
+    graph: GraphLike = None,
     record: bool = False,
     scheduler: Any = None,
     eta: float = 0.0,
@@ -86,7 +86,8 @@ def sample(
     ``seed=s`` draws the initial noise exactly as the pipeline does with
     ``generator=torch.Generator(device).manual_seed(s)``. ``guidance`` overrides ``guidance_scale``
     (e.g. ``circuits.ReversedCFG(7.5, t_prime=500)``). ``record=True`` keeps the per-step
-    trajectory. ``grad=True`` keeps the autograd graph (for gradient-based methods).
+    trajectory. ``grad=True`` keeps the autograd graph (for gradient-based methods). ``graph`` is
+    anything :func:`circuits.intervene` takes: a Graph, interventions, or an object with ``as_graph()``.
     """
     prompts = check_prompts(prompts)
     if isinstance(negative_prompt, str) or negative_prompt is None:
