@@ -7,7 +7,10 @@ and adds two hook points per attention layer:
   ``[batch, keys]``. Passed through only when observed; setting entries to ``-inf`` masks those keys
   (the softmax renormalises over the rest) and keeps the fused kernel.
 - ``<attn>.probs``: the attention probabilities ``[batch, heads, queries, keys]``. Materialised
-  (explicit softmax and matmul) only when observed, so the fast path stays fused otherwise.
+  (explicit softmax and matmul) only when observed, so the fast path stays fused otherwise. The
+  queries are image positions flattened row by row; before each call the processor sets
+  ``probs.grid = (height, width)``, read from a 4-D input or, for the 3-D input of a transformer
+  block, from the latent size of the UNet call in progress (:func:`query_grid`).
 """
 
 from __future__ import annotations
@@ -21,8 +24,30 @@ import torch.nn.functional as F
 from circuits.sites.hook_point import HookPoint
 
 
+def query_grid(queries: int, latent_hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """The ``(height, width)`` of a UNet level with ``queries`` positions, for a latent of ``latent_hw``.
+
+    Each UNet level halves the latent with a stride-2 convolution (padding 1, so odd sides round
+    up). Without the latent size only a square grid can be inferred.
+    """
+    if latent_hw is not None:
+        height, width = latent_hw
+        while True:
+            if height * width == queries:
+                return (height, width)
+            if height * width < queries or (height == 1 and width == 1):
+                break
+            height, width = -(-height // 2), -(-width // 2)
+    side = math.isqrt(queries)
+    return (side, side) if side * side == queries else None
+
+
 class CircuitsAttnProcessor:
     """SDPA attention with ``key_bias`` and ``probs`` hook points."""
+
+    def __init__(self) -> None:
+        #: ``(height, width)`` of the latent of the UNet call in progress, set by a pre-hook on the UNet
+        self.latent_hw: tuple[int, int] | None = None
 
     def __call__(
         self,
@@ -38,8 +63,10 @@ class CircuitsAttnProcessor:
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
         input_ndim = hidden_states.ndim
+        grid = None
         if input_ndim == 4:
             batch_size, channel, height, width = hidden_states.shape
+            grid = (height, width)
             hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
         batch_size, sequence_length, _ = (
             hidden_states.shape if encoder_hidden_states is None else encoder_hidden_states.shape
@@ -76,6 +103,7 @@ class CircuitsAttnProcessor:
 
         probs_point: HookPoint = attn.probs
         if probs_point.observed:
+            probs_point.grid = grid or query_grid(query.shape[2], self.latent_hw)
             scale = 1.0 / math.sqrt(head_dim)
             logits = torch.matmul(query, key.transpose(-1, -2)) * scale
             if attention_mask is not None:

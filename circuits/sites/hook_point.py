@@ -20,6 +20,9 @@ class HookPoint(nn.Module):
         super().__init__()
         #: set by ``model.sites.materialize(...)`` for tracers (nnsight) that read without torch hooks
         self.always: bool = False
+        #: ``(height, width)`` of the image positions behind the value's ``queries`` axis, left by the
+        #: attention processor on ``probs`` before each call (``None`` when unknown or not a map)
+        self.grid: tuple[int, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x

@@ -12,6 +12,9 @@ Hook points added (``<x>`` is a module path):
 - ``text_encoder.encoder.layers.N.resid_post``: the residual stream after layer N (transformers 5
   paths; the SD-era spelling ``text_encoder.text_model.encoder...`` is accepted as an alias).
 
+A pre-hook on the UNet tells the attention processor the latent size of each call, from which it
+derives the query grid of ``probs`` (so captured probabilities can be read as maps).
+
 Interventions are *not* installed here: they come and go with :func:`circuits.intervene`.
 """
 
@@ -63,6 +66,7 @@ def instrument_unet(unet: nn.Module) -> None:
             out_proj.register_forward_pre_hook(_route_input_through(module.hidden))
     unet.add_module("eps", HookPoint())
     unet.register_forward_hook(lambda mod, args, out: _replace_primary(out, mod.eps))
+    unet.register_forward_pre_hook(_remember_latent_size(processor), with_kwargs=True)
     setattr(unet, _MARK, True)
 
 
@@ -87,6 +91,16 @@ def _ffn_out_projection(ff: nn.Module) -> nn.Linear:
     if not linears:
         raise TypeError("FeedForward without an output nn.Linear: cannot place the ff.hidden hook point")
     return linears[-1]
+
+
+def _remember_latent_size(processor: CircuitsAttnProcessor):
+    """Pre-hook telling the attention processor the latent size of each UNet call (for probs grids)."""
+
+    def pre_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        sample = args[0] if args else kwargs.get("sample")
+        processor.latent_hw = tuple(sample.shape[-2:]) if isinstance(sample, torch.Tensor) else None
+
+    return pre_hook
 
 
 def _route_input_through(point: HookPoint):
