@@ -16,10 +16,16 @@ Selections (the ``tokens=`` scope of every intervention) are strings or position
 ``[3, 4]``                explicit positions
 a list of strings         the union of the selections
 ========================  ==========================================================
+
+A keyword held by some prompts only selects those rows. A named selection that matches no
+position of any prompt (``"eos"``, ``"EOT"``, ``"word:rde"``) is a typo: the runtime raises a
+:class:`~circuits.errors.ScopeError` on the first call that sees the prompts, naming the closest
+valid selections (:func:`closest_selections`).
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -170,6 +176,32 @@ def token_mask(
         if positions:
             mask[row, positions] = True
     return mask
+
+
+def closest_selections(selection: TokenSelection, prompts: Sequence[str], n: int = 3) -> list[str]:
+    """Valid selections that look like ``selection``, for did-you-mean messages.
+
+    Candidates are the reserved names (``sot``, ``eot``, ``eot_all``, ``padding``, ``last_eot:K``) and
+    the words (or runs of as many words as the keyword has) of ``prompts``; a ``word:`` prefix is kept.
+    """
+    names = [selection] if isinstance(selection, str) else [s for s in selection if isinstance(s, str)]
+    out: list[str] = []
+    for name in names:
+        prefix = "word:" if name.startswith("word:") else ""
+        query = name[len(prefix):].lower()
+        size = max(1, len(query.split()))
+        words = list(dict.fromkeys(w for p in prompts for w in _word_runs(p, size)))
+        candidates = words if prefix else [*RESERVED, "last_eot:K", *words]
+        for match in difflib.get_close_matches(query, candidates, n=n, cutoff=0.6):
+            if prefix + match not in out:
+                out.append(prefix + match)
+    return out[:n]
+
+
+def _word_runs(prompt: str, size: int) -> list[str]:
+    """Runs of ``size`` consecutive words of ``prompt`` (lower case), the forms a keyword can take."""
+    words = re.findall(r"\w+", prompt.lower())
+    return [" ".join(words[i : i + size]) for i in range(len(words) - size + 1)]
 
 
 def check_selection(selection: Any) -> TokenSelection:

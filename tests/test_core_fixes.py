@@ -1,14 +1,17 @@
-"""Capture bookkeeping: the stacked value is cached, each call says where it came from (phase, step,
-timestep, branch, rows), and attention probabilities carry their query grid to become maps."""
+"""Core fixes: token selections that match nothing, reports without a step context, and capture
+bookkeeping (cached stack, the step of each call, attention maps with their query grid)."""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
+from model_state import assert_same_state, snapshot
 
 import circuits
-from circuits import Capture
-from circuits.errors import ScopeError, ShapeError
+from circuits import Capture, Scale, ZeroTokens
+from circuits.errors import ScopeError, ShapeError, UnmatchedInterventionWarning
 from circuits.interventions.capture import CaptureRecord, to_maps
 from circuits.sites.attention import query_grid
 
@@ -25,6 +28,99 @@ def unet_call(model, height=8, width=8, rows=2):
     embeds = torch.randn(rows, model.tokenizer.model_max_length, model.text_encoder.config.hidden_size)
     with torch.no_grad():
         return model.unet(x, 500, encoder_hidden_states=embeds).sample
+
+
+# -- 1. a token selection that matches nothing in any prompt is an error ---------------------------
+@pytest.mark.parametrize(
+    "tokens, suggestion",
+    [("eos", "'eot'"), ("EOT", "'eot'"), ("word:rde", "'word:red'"), ("cirle", "'circle'"), ("zebra", None)],
+)
+def test_selection_matching_no_prompt_is_an_error_with_closest_names(model, prompts, tokens, suggestion):
+    before = snapshot(model)
+    with pytest.raises(ScopeError) as info:
+        sample(model, prompts, [Capture(TEXT, tokens=tokens, name="c")])
+    message = str(info.value)
+    assert f"tokens={tokens!r}" in message and "'a red circle'" in message and "Capture" in message
+    if suggestion:
+        assert "closest valid selections" in message and suggestion in message
+    else:
+        assert "'sot', 'eot'" in message  # no close match: the valid forms are listed
+    assert_same_state(before, snapshot(model))
+
+
+def test_selection_typo_is_an_error_before_any_model_call(model, prompts):
+    with pytest.raises(ScopeError, match=r"tokens='rde'.*closest valid selections: 'red'"):
+        with circuits.intervene(model, [Capture(TEXT, name="text")]) as outer:
+            sample(model, prompts, [ZeroTokens("unet.*attn2", tokens="rde")])
+    assert outer.captures.records["text"].count == 0  # the sampler checked before encoding the prompts
+    with pytest.raises(ScopeError, match="tokens=\\['rde', 'blu'\\]"):
+        sample(model, prompts, [ZeroTokens("unet.*attn2", tokens=["rde", "blu"])])
+
+
+def test_legitimate_partial_selections_stay_quiet(model, prompts):
+    """Keywords held by some rows only, uncond rows with empty negative prompts, reserved names."""
+    graph = [
+        Capture(TEXT, tokens="unicorn", name="some_rows"),  # prompt 1 only; the uncond rows ("") have no words
+        ZeroTokens("unet.*attn2", tokens="unicorn", branch="both"),
+        Capture(TEXT, tokens="eot", name="eot"), Capture(TEXT, tokens="sot", name="sot"),
+        Capture(TEXT, tokens="last_eot:2", name="last"),
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = sample(model, prompts, graph, strict=True)
+    assert result.captures.records["some_rows"].rows == [(1,)]
+    # an uncond-only selection of a word in the negative prompt
+    result = sample(model, prompts, [Capture(TEXT, tokens="blurry", branch="uncond", name="neg")],
+                    negative_prompt="blurry", strict=True)
+    assert result.captures.calls("neg")[0].branch == "uncond"
+    # a word only the negative prompts hold, selected in both branches
+    result = sample(model, prompts, [Capture(TEXT, tokens="striped", name="neg_only")], negative_prompt="striped",
+                    strict=True)
+    assert [c.branch for c in result.captures.calls("neg_only")] == ["uncond"]
+    # a keyword the cond prompts hold, restricted to a row without it: unmatched (reported), not a typo
+    with pytest.warns(UnmatchedInterventionWarning, match="matched no call"):
+        sample(model, prompts, [Capture(TEXT, tokens="unicorn", rows=[0], branch="cond", name="r0")])
+    # the uncond branch alone, for a word only the cond prompts hold: reported, not a typo either
+    with pytest.warns(UnmatchedInterventionWarning, match="matched no call"):
+        sample(model, prompts, [Capture(TEXT, tokens="red", branch="uncond", name="u")])
+
+
+def test_hand_published_contexts_raise_where_they_show_every_prompt(model):
+    """The text encoder runs once per branch: a text call shows only its own branch's prompts."""
+    def encode(batch, **ctx):
+        ids = model.tokenizer(batch, padding="max_length", max_length=16, return_tensors="pt").input_ids
+        with circuits.step_context(phase="text", prompts=batch, **ctx), torch.no_grad():
+            model.text_encoder(ids)
+
+    prompts = ["a red circle", "a cat"]
+    with pytest.warns(UnmatchedInterventionWarning, match="matched no call"):
+        with circuits.intervene(model, [Capture(TEXT, tokens="rde")]):  # both branches: each call sees half
+            encode(["", ""], branch_rows={"uncond": (0, 1)})
+            encode(prompts)
+    with pytest.raises(ScopeError, match="tokens='rde'.*'a red circle', 'a cat'.*'red'"):
+        with circuits.intervene(model, [Capture(TEXT, tokens="rde", branch="cond")]):
+            encode(prompts)
+    with pytest.raises(ScopeError, match="tokens='rde'"):  # a UNet call holds the whole batch
+        with circuits.intervene(model, [ZeroTokens("unet.*attn2", tokens="rde")]), torch.no_grad():
+            with circuits.step_context(prompts=["", ""] + prompts, branch_rows={"uncond": (0, 1), "cond": (2, 3)}):
+                model.unet(torch.randn(4, 4, 8, 8), 500, encoder_hidden_states=torch.randn(4, 16, 32))
+
+
+# -- 2. outside the sampler the report names the missing step context ------------------------------
+@pytest.mark.parametrize("scope", [{"steps": [0]}, {"branch": "cond"}, {"timesteps": (0, 999)}])
+def test_context_scoped_interventions_outside_the_sampler_say_why(model, scope):
+    with pytest.raises(ScopeError, match=r"no step context.*circuits\.step_context") as info:
+        with circuits.intervene(model, [Scale("unet.eps", 0.0, **scope)], strict=True):
+            unet_call(model)
+    assert "circuits.sample" in str(info.value)
+    with pytest.warns(UnmatchedInterventionWarning, match="no step context"):
+        with circuits.intervene(model, [Capture(TEXT, tokens="eot")]):
+            with torch.no_grad():
+                model.text_encoder(torch.zeros(1, 16, dtype=torch.long))
+    # a site that never ran keeps its own reason
+    with pytest.raises(ScopeError, match="never ran"):
+        with circuits.intervene(model, [Scale("unet.eps", 0.0, steps=[0])], strict=True):
+            pass
 
 
 # -- 3. captures: cached stack, steps per call, attention maps -------------------------------------

@@ -295,7 +295,8 @@ def test_glob_captures_with_a_name_key_by_name_and_site(model, prompts):
     _, result = run_eps(model, prompts, graph)
     assert sorted(result.captures) == sorted([f"a/{s}" for s in probs] + [f"b/{s}" for s in probs])
     with pytest.warns(UnmatchedInterventionWarning) as caught:
-        run_eps(model, prompts, [Capture("unet.*attn2.probs", name="never", branch="cond", rows=[0], tokens="zebra")])
+        # "unicorn" is in the second prompt only (so not a typo), and rows=[0] selects the first
+        run_eps(model, prompts, [Capture("unet.*attn2.probs", name="never", branch="cond", rows=[0], tokens="unicorn")])
     lines = [line for w in caught for line in str(w.message).splitlines() if "never" in line]
     assert len(lines) == 1, lines  # one report for the capture, not one per matched site
 
@@ -336,6 +337,7 @@ def test_nested_contexts_with_tensor_arguments_unwind_in_any_order(model, prompt
         with outer, inner:
             assert len(model.active_runs) == 2
     assert model.active_runs == []
+
 
 def test_masked_patch_mask_must_lie_in_the_unit_interval():
     site = "unet.down_blocks.0.attentions.0.transformer_blocks.0.ff.hidden"

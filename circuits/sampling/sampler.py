@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from circuits.context import StepContext, publish_context
 from circuits.errors import ScopeError
 from circuits.interventions.graph import GraphLike
-from circuits.interventions.runtime import Run, active_runs, intervene
+from circuits.interventions.runtime import Run, active_runs, check_token_names, intervene
 from circuits.models.diffusion import Diffusion
 from circuits.sampling.guidance import CFG
 from circuits.sampling.result import SampleResult, Trajectory
@@ -120,16 +120,15 @@ def sample(
 def _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress):
     device, n = model.device, len(prompts)
     cfg = guidance.uses_uncond
-    cond = encode_prompts(model, prompts, "cond")
     if cfg:
-        uncond = encode_prompts(model, negatives, "uncond")
-        embeds = torch.cat([uncond, cond])
         branch_rows = {"uncond": tuple(range(n)), "cond": tuple(range(n, 2 * n))}
         row_prompts = tuple(negatives) + tuple(prompts)
     else:
-        embeds = cond
         branch_rows = {"cond": tuple(range(n))}
         row_prompts = tuple(prompts)
+    check_token_names(model, StepContext(phase="unet", branch_rows=branch_rows, prompts=row_prompts))
+    cond = encode_prompts(model, prompts, "cond")
+    embeds = torch.cat([encode_prompts(model, negatives, "uncond"), cond]) if cfg else cond
 
     sched = make_scheduler(model, scheduler)
     sched.set_timesteps(steps, device=device)
