@@ -1,12 +1,18 @@
 """The closed-form methods on pocket: erased-concept rate and preservation, before and after.
 
-    HF_HUB_OFFLINE=1 python benchmarks/methods_table.py [--samples 4] [--json benchmarks/results_methods.json]
+    HF_HUB_OFFLINE=1 python benchmarks/methods_table.py [--samples 4] [--json benchmarks/results_methods_table.json]
+    HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --trace      # per-layer trace of UCE and ErasePro on red
+    HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --depth      # ErasePro's depth-sensitivity probe
 
 For each concept (``red``, ``circle``, ``striped``) and each method, fits the erasure, then samples
 the pocket evaluation sets (prompts naming the concept, its synonyms, the attribute's other
 values; ``circuits.pocket.evaluation_sets``) with and without it and lets the oracle read the
 images (``circuits.pocket.report.erasure_report``). Prints the markdown table that
 ``docs/methods.md`` shows and writes every number to ``--json``.
+
+``--trace`` prints the per-layer trace (angle, distance, residual, ``||dW||``) of UCE and ErasePro
+for ``red`` (ErasePro Figs. 2c-d, 3a-b); ``--depth`` adds ``alpha * ||W|| * I`` to text layer 0's Q/K/V
+and to the mid-block cross-attention's Q/K/V and measures the damage (Figs. 2e, 5).
 """
 
 from __future__ import annotations
@@ -49,9 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--anchor", default="", help="anchor word for every concept ('' = erase to nothing)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--trace", action="store_true", help="print the per-layer trace of UCE and ErasePro on red")
+    parser.add_argument("--depth", action="store_true", help="run ErasePro's depth-sensitivity probe")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = circuits.load("pocket")
+    if args.trace:
+        return print_trace(model)
+    if args.depth:
+        return print_depth(model, args.samples, args.steps)
     results = []
     lines = [
         "| concept | method | target rate before → after | synonym rate before → after | kept (other attributes) "
@@ -82,6 +94,48 @@ def main(argv: list[str] | None = None) -> int:
         write_json(Path(args.json), {"command": "benchmarks/methods_table.py", "args": vars(args), "commit": commit,
                                      "date": time.strftime("%Y-%m-%d"), "rows": results})
     return 0
+
+
+def print_trace(model) -> int:
+    red = pocket_concept("red")
+    runs = {
+        "UCE": uce.fit(model, red),
+        "ErasePro (all positions)": erasepro.fit(model, red),
+        "ErasePro (first [EoT])": erasepro.fit(model, red, positions="eot"),
+    }
+    print("| method | stage | layer | param | angle before → after (deg) | distance before → after | residual "
+          "(unedited → edited) | ‖dW‖ / ‖W‖ | solver |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, erasure in runs.items():
+        for row in erasure.trace:
+            if not row["param"].endswith(("k_proj.weight", "to_k.weight")):
+                continue  # one projection per layer keeps the table readable (q/v behave alike)
+            print(f"| {name} | {row['stage']} | {row['layer']} | {row['param'].rsplit('.', 2)[-2]} | "
+                  f"{row['angle_before_deg']:.1f} → {row['angle_after_deg']:.1f} | "
+                  f"{row['distance_before']:.1f} → {row['distance_after']:.1f} | "
+                  f"{row['residual_before']:.3f} → {row['residual']:.2e} | "
+                  f"{row['delta_norm'] / row['weight_norm']:.2f} | {row['solver']} |")
+    return 0
+
+
+def print_depth(model, samples: int, steps: int) -> int:
+    from circuits.pocket.report import damage
+
+    prompts = list(dict.fromkeys(p for w in CONCEPTS for p in evaluation_sets_for(w)))
+    print("| alpha | site | oracle accuracy before → after | mean pixel difference | PSNR dB |")
+    print("|---|---|---|---|---|")
+    for alpha in (0.05, 0.1, 0.2):
+        for site, graph in erasepro.depth_probe(model, alpha).items():
+            hurt = damage(model, prompts, graph, samples=samples, steps=steps)
+            print(f"| {alpha} | {site} | {hurt['accuracy_before']:.2f} → {hurt['accuracy_after']:.2f} | "
+                  f"{hurt['pixel_difference']:.1f} | {hurt['psnr_db']:.1f} |", flush=True)
+    return 0
+
+
+def evaluation_sets_for(word: str) -> tuple[str, ...]:
+    from circuits.pocket import evaluation_sets
+
+    return evaluation_sets(word, n=4).target
 
 
 if __name__ == "__main__":

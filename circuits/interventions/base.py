@@ -133,7 +133,9 @@ class Intervention:
         raise NotImplementedError
 
     # -- serialisation -------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, tensors: dict[str, Tensor] | None = None) -> dict[str, Any]:
+        """JSON-ready fields. Tensors are inlined as base64, or, when ``tensors`` is a dict, stored
+        there under a fresh key and referenced (how erasures keep large edits out of JSON)."""
         from circuits.interventions.serialize import encode_value
 
         out: dict[str, Any] = {"kind": self.kind}
@@ -145,5 +147,5 @@ class Intervention:
                 continue
             if f.name == "branch" and value == "both":
                 continue
-            out[f.name] = encode_value(value, owner=self.describe(), argument=f.name)
+            out[f.name] = encode_value(value, owner=self.describe(), argument=f.name, tensors=tensors)
         return out

@@ -43,8 +43,11 @@ class Graph(list):
 
     # -- JSON ----------------------------------------------------------------------------
     def to_json(self, **dump_kwargs: Any) -> str:
-        data = {"circuits_graph": FORMAT_VERSION, "interventions": [i.to_dict() for i in self]}
-        return json.dumps(data, **dump_kwargs)
+        return json.dumps(self.to_data(), **dump_kwargs)
+
+    def to_data(self, tensors: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The JSON-ready form; with a ``tensors`` dict, tensors go there and the data references them."""
+        return {"circuits_graph": FORMAT_VERSION, "interventions": [i.to_dict(tensors) for i in self]}
 
     @classmethod
     def from_json(cls, text: str) -> "Graph":
@@ -52,6 +55,11 @@ class Graph(list):
             data = json.loads(text)
         except (TypeError, json.JSONDecodeError) as error:
             raise GraphFormatError(f"graph JSON does not parse: {error}") from None
+        return cls.from_data(data)
+
+    @classmethod
+    def from_data(cls, data: Any, tensors: dict[str, Any] | None = None) -> "Graph":
+        """Inverse of :meth:`to_data` (``tensors``: the store its references point into)."""
         if not isinstance(data, dict) or "interventions" not in data:
             raise GraphFormatError('graph JSON must be an object {"circuits_graph": 1, "interventions": [...]}')
         if data.get("circuits_graph") != FORMAT_VERSION:
@@ -61,7 +69,7 @@ class Graph(list):
         items = data["interventions"]
         if not isinstance(items, list):
             raise GraphFormatError("graph JSON: 'interventions' must be a list")
-        return cls(_decode_item(item, i) for i, item in enumerate(items))
+        return cls(_decode_item(item, i, tensors) for i, item in enumerate(items))
 
 
 @runtime_checkable
@@ -80,7 +88,7 @@ def _check_item(item: Any, index: int) -> None:
         raise TypeError(f"Graph item {index} is a {type(item).__name__}, not an intervention (Capture, Replace, ...)")
 
 
-def _decode_item(item: Any, index: int) -> Intervention:
+def _decode_item(item: Any, index: int, tensors: dict[str, Any] | None = None) -> Intervention:
     where = f"graph JSON intervention {index}"
     if not isinstance(item, dict) or "kind" not in item:
         raise GraphFormatError(f"{where}: must be an object with a 'kind'")
@@ -92,7 +100,7 @@ def _decode_item(item: Any, index: int) -> Intervention:
     unknown = set(item) - allowed - {"kind"}
     if unknown:
         raise GraphFormatError(f"{where} ({kind}): unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
-    kwargs = {k: decode_value(v, where=f"{where}.{k}") for k, v in item.items() if k != "kind"}
+    kwargs = {k: decode_value(v, where=f"{where}.{k}", tensors=tensors) for k, v in item.items() if k != "kind"}
     try:
         return cls(**kwargs)
     except (TypeError, CircuitsError) as error:

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from model_state import assert_same_state, snapshot
 
 import circuits
 from circuits.methods import Concept, ErasureFormatError, erasepro, load, trce, uce
-from model_state import assert_same_state, snapshot
 
 CONCEPT = Concept("red", templates=["a {} circle", "a photo of a {} dog"], preservation=["a blue square"])
 
