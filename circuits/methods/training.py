@@ -183,7 +183,8 @@ def _resume(folder: Path, named, originals, optimizer, fingerprint: dict) -> tup
             if fingerprint.get(k) != meta.get("fingerprint", {}).get(k)
         )
         raise CheckpointError(
-            f"checkpoint {folder} was written by another run (differs in: {', '.join(changed) or 'trained parameters'}); "
+            f"checkpoint {folder} was written by another run "
+            f"(differs in: {', '.join(changed) or 'trained parameters'}); "
             "pass another checkpoint folder or delete this one"
         )
     with torch.no_grad():
