@@ -12,6 +12,9 @@ What it guarantees:
   equal to the original (gradients are masked and the entries are copied back after every step);
 - reproducible on CPU: step ``i`` calls ``loss_fn(i, generator)`` with a generator seeded by
   ``(seed, i)``, so a run and a resumed run draw the same batches, noise and timesteps;
+- named loss terms: ``loss_fn`` may return ``(loss, {"name": value, ...})``; each step's terms (as
+  floats) are appended to the list passed as ``terms`` and checkpointed with the losses, so a resumed
+  run reports the earlier steps' terms too;
 - resumable: with ``checkpoint=folder`` the deltas, the optimizer state and the step are saved
   atomically every ``checkpoint_every`` steps; calling again with the same folder and the same
   ``fingerprint`` continues where it stopped and ends with the same deltas. A checkpoint written
@@ -36,7 +39,7 @@ from tqdm.auto import tqdm
 from circuits.errors import CircuitsError
 from circuits.models.diffusion import Diffusion
 
-LossFn = Callable[[int, torch.Generator], Tensor]
+LossFn = Callable[[int, torch.Generator], "Tensor | tuple[Tensor, Mapping[str, Tensor | float]]"]
 STATE_NAME, TENSORS_NAME = "state.json", "deltas.safetensors"
 
 
@@ -86,11 +89,13 @@ def finetune(
     progress: bool = True,
     description: str = "fine-tune",
     on_step: Callable[[int, float], None] | None = None,
+    terms: list[dict[str, float]] | None = None,
 ) -> tuple[dict[str, Tensor], list[float]]:
     """Adam on ``params`` for ``steps`` steps of ``loss_fn``; returns ``(deltas, losses)``.
 
     ``masks`` maps a parameter name to a bool tensor of its shape: only True entries train.
-    The model is left exactly as it was.
+    ``terms``, if given, receives one dict of named loss terms per step (when ``loss_fn`` returns
+    ``(loss, terms)``; empty dicts otherwise). The model is left exactly as it was.
     """
     if not params:
         raise ValueError("finetune: params is empty; name the parameters to train")
@@ -111,13 +116,14 @@ def finetune(
                     f"give a bool tensor of shape {tuple(named[name].shape)}"
                 )
         optimizer = torch.optim.Adam(list(named.values()), lr=lr)
-        start, losses = 0, []
+        start, losses, history = 0, [], []
         if folder is not None and (folder / STATE_NAME).is_file():
-            start, losses = _resume(folder, named, originals, optimizer, fingerprint)
+            start, losses, history = _resume(folder, named, originals, optimizer, fingerprint)
         bar = tqdm(range(start, steps), disable=not progress, desc=description, initial=start, total=steps)
         for step in bar:
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(step, step_generator(seed, step))
+            loss, parts = loss if isinstance(loss, tuple) else (loss, {})
             if not loss.requires_grad:
                 raise CircuitsError(f"finetune: the loss at step {step} does not depend on the trained parameters")
             loss.backward()
@@ -130,17 +136,21 @@ def finetune(
                 for name, mask in masks.items():  # Adam's epsilon never moves a frozen entry, but be exact
                     named[name].copy_(torch.where(mask, named[name], originals[name]))
             losses.append(float(loss.detach()))
+            history.append({name: float(value) for name, value in parts.items()})
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             if on_step is not None:
                 on_step(step, losses[-1])
             done = step + 1
             if folder is not None and (done % checkpoint_every == 0 or done == steps):
-                _save(folder, named, originals, optimizer, done, losses, fingerprint)
+                _save(folder, named, originals, optimizer, done, losses, fingerprint, history)
         deltas = {name: (p.detach() - originals[name]).clone() for name, p in named.items()}
+    if terms is not None:
+        terms.extend(history)
     return deltas, losses
 
 
-def _save(folder: Path, named, originals, optimizer, step: int, losses: list[float], fingerprint: dict) -> None:
+def _save(folder: Path, named, originals, optimizer, step: int, losses: list[float], fingerprint: dict,
+          history: list[dict[str, float]]) -> None:
     from safetensors.torch import save_file
 
     # float64 deltas: original + delta then rounds back to the trained float32 weight exactly
@@ -151,7 +161,7 @@ def _save(folder: Path, named, originals, optimizer, step: int, losses: list[flo
         for key, value in slot.items():
             if isinstance(value, Tensor):
                 tensors[f"adam/{names[index]}/{key}"] = value.detach().contiguous()
-    meta = {"step": step, "losses": losses, "fingerprint": fingerprint, "params": names,
+    meta = {"step": step, "losses": losses, "terms": history, "fingerprint": fingerprint, "params": names,
             "param_groups": state["param_groups"]}
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
@@ -169,7 +179,7 @@ def _save(folder: Path, named, originals, optimizer, step: int, losses: list[flo
         raise
 
 
-def _resume(folder: Path, named, originals, optimizer, fingerprint: dict) -> tuple[int, list[float]]:
+def _resume(folder: Path, named, originals, optimizer, fingerprint: dict) -> tuple[int, list[float], list[dict]]:
     from safetensors.torch import load_file
 
     try:
@@ -197,4 +207,4 @@ def _resume(folder: Path, named, originals, optimizer, fingerprint: dict) -> tup
         if slot:
             state["state"][index] = slot
     optimizer.load_state_dict(state)
-    return int(meta["step"]), list(meta["losses"])
+    return int(meta["step"]), list(meta["losses"]), list(meta.get("terms", [{} for _ in meta["losses"]]))

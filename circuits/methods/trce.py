@@ -1,7 +1,12 @@
-"""TRCE stage 1 (textual semantic erasure) and its [EoT] probes.
+"""TRCE: textual semantic erasure (stage 1), trajectory steering (stage 2), and the [EoT] probes.
 
 Chen et al., "TRCE: Towards Reliable Malicious Concept Erasure in Text-to-Image Diffusion Models",
-Sec. 4.1 (Eq. 4-5), App. A.3, App. B (Figs. 2 and 7).
+Sec. 4.1 (Eq. 4-5), Sec. 4.2 (Eqs. 6-9), App. A.3, App. B (Figs. 2 and 7).
+
+``fit(model, concept)`` is the paper's TRCE, both stages: :func:`refine_kv` (closed form), then
+:func:`~circuits.methods.trce_steering.steer` fine-tunes the stage-1 model's early denoising
+predictions (see :mod:`circuits.methods.trce_steering`). ``stages=("text",)`` or
+``stages=("trajectory",)`` runs one stage alone. :func:`pocket` is the config measured for pocket.
 
 - **Closed-form K/V refinement** (Eq. 4-5): every cross-attention ``to_k`` / ``to_v`` is refined so
   that the malicious prompts' **first [EoT]** embedding ``e^m`` is projected like the safe prompt's
@@ -22,14 +27,19 @@ Sec. 4.1 (Eq. 4-5), App. A.3, App. B (Figs. 2 and 7).
   positions in both CFG branches; :func:`eot_similarity` gives the cosine similarity of all token
   embeddings of a prompt (Fig. 7b).
 
-Stage 2 (trajectory steering, Sec. 4.2) builds on this stage's erasure.
+- **Stage 2** (Sec. 4.2): trains the self-attention projections and the cross-attention ``to_q`` of
+  the stage-1 model (stage 1's edits applied with ``intervene`` around training) against Eq. 8 on
+  the malicious prompts' early trajectory steps plus ``lambda`` x Eq. 9 on null-text trajectories;
+  the result holds stage 1's edits and stage 2's deltas, all ``WeightEdit`` s.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from jaxtyping import Float
@@ -38,7 +48,9 @@ from torch import Tensor
 from circuits.interventions.graph import Graph
 from circuits.interventions.weight_edit import WeightEdit
 from circuits.interventions.zero_tokens import ZeroTokens
+from circuits.methods import trce_steering
 from circuits.methods.common import (
+    ConfigError,
     config_dict,
     cross_attention_params,
     pair_columns,
@@ -54,10 +66,15 @@ from circuits.methods.linalg import DEFAULT_RTOL, relative_residual, solve_edit
 from circuits.models.diffusion import Diffusion
 from circuits.tokens import layout
 
+STAGES = ("text", "trajectory")
+
 
 @dataclass(frozen=True)
 class Config:
-    """TRCE stage-1 settings (defaults: the paper's)."""
+    """TRCE settings (defaults: the paper's, Sec. 5.1 and App. A.3; :func:`pocket` for the pocket model)."""
+
+    #: which stages run, in order: "text" (Sec. 4.1, closed form) and/or "trajectory" (Sec. 4.2, fine-tune)
+    stages: tuple[str, ...] = STAGES
 
     #: which token positions are mapped: the first [EoT] (the paper), "eot_all", "all", "keyword", ...
     positions: Positions = "eot"
@@ -69,8 +86,66 @@ class Config:
     projections: tuple[str, ...] = ("to_k", "to_v")
     #: singular values below rtol * largest count as zero when A A^T is singular
     rtol: float = DEFAULT_RTOL
-    #: fit on the synonym prompts too (the paper's concept augmentation)
+    #: fit on the synonym prompts too (the paper's concept augmentation; stage 2's malicious prompts too)
     synonyms: bool = True
+
+    # -- stage 2: denoising-trajectory steering (Sec. 4.2, App. A.3) --
+    #: guidance scale beta of the enhanced targets f_safe / f_unsafe (Eqs. 6-7; Table 8: 15)
+    beta: float = 15.0
+    #: weight lambda of the preservation loss (Eq. 9; 100)
+    preserve_weight: float = 100.0
+    #: margin of the triplet loss (Eq. 8; 0.01), on squared distances taken as means over latent elements
+    margin: float = 0.01
+    #: Adam learning rate (1e-6; does nothing measurable on pocket, see pocket())
+    lr: float = 1e-6
+    #: epochs over the malicious trajectories (3)
+    epochs: int = 3
+    #: malicious trajectories cached, cycling through the target prompts (100 for one concept)
+    trajectories: int = 100
+    #: null-text trajectories for the preservation term (2000; only the sampled ones are generated)
+    null_trajectories: int = 2000
+    #: erase steps are drawn from this first fraction of the sampling steps (50%: steps 0-24 of 50)
+    early_fraction: float = 0.5
+    #: DDIM steps of the cached trajectories (50); preservation steps are drawn from all of them
+    sample_steps: int = 50
+    #: scheduler of the cached trajectories (DDIM)
+    scheduler: str = "ddim"
+    #: CFG scale the malicious trajectories are sampled with (not stated in the paper: SD's 7.5)
+    guidance_scale: float = 7.5
+    #: trajectories (malicious rows; null rows) per training step (not stated in the paper: 1)
+    batch_size: int = 1
+    #: prompts per sampling call while caching (noise is drawn per call from seed + call index)
+    cache_batch: int = 8
+    #: seeds the trajectories' noise, the epoch order and every step's draws
+    seed: int = 0
+
+
+def pocket() -> Config:
+    """The stage-2 settings measured for the pocket model (docs/recipes/trce.md): lr 1e-6 moves its weights by
+    ~1e-4 in 300 steps and changes no image; ``lr=1e-4`` with 16 malicious and 64 null trajectories at 25
+    steps fits in about a minute on 2 cores."""
+    return Config(lr=1e-4, trajectories=16, null_trajectories=64, sample_steps=25)
+
+
+def check(config: Config) -> None:
+    """A clear error for a config no stage can run."""
+    bad = [s for s in config.stages if s not in STAGES]
+    if bad or not config.stages or len(set(config.stages)) != len(config.stages):
+        raise ConfigError(f"trce.Config.stages={config.stages!r}: give one or both of {STAGES}, each once")
+    check_positions(config.positions, "trce.Config")
+    positive = {"lr": config.lr, "epochs": config.epochs, "trajectories": config.trajectories,
+                "null_trajectories": config.null_trajectories, "sample_steps": config.sample_steps,
+                "batch_size": config.batch_size, "cache_batch": config.cache_batch}
+    for name, value in positive.items():
+        if not value > 0:
+            raise ConfigError(f"trce.Config.{name}={value!r} must be > 0")
+    if not 0 < config.early_fraction <= 1:
+        raise ConfigError(f"trce.Config.early_fraction={config.early_fraction!r}: give a fraction in (0, 1]")
+    if config.guidance_scale <= 1:
+        raise ConfigError(f"trce.Config.guidance_scale={config.guidance_scale!r}: the malicious trajectories need "
+                          "CFG (> 1), whose unconditional branch Eqs. 6-7 read")
+    if config.margin < 0 or config.preserve_weight < 0:
+        raise ConfigError("trce.Config.margin and preserve_weight must be >= 0")
 
 
 def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[dict], list[str]]:
@@ -125,14 +200,38 @@ def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph
     return graph, rows, notes
 
 
-def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, **overrides) -> Erasure:
-    """TRCE stage 1: closed-form refinement of the cross-attention K/V at the first [EoT]."""
+def fit(
+    model: Diffusion,
+    concept: Concept | str,
+    config: Config | None = None,
+    *,
+    checkpoint: Any = None,
+    checkpoint_every: int = 50,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+    **overrides: Any,
+) -> Erasure:
+    """TRCE: stage 1 (closed-form K/V at the first [EoT]), then stage 2 (trajectory steering) on its model.
+
+    ``checkpoint=folder`` saves stage 2's training state every ``checkpoint_every`` steps; calling again
+    with the same folder resumes it (another config, concept or model is a CheckpointError).
+    ``on_step(step, loss)`` is called after every training step.
+    """
     config = resolve_config(Config, config, overrides)
-    check_positions(config.positions, "trce.Config")
+    check(config)
     concept = prepare(model, concept)
     start = time.perf_counter()
-    graph, rows, notes = refine_kv(model, concept, config)
-    return Erasure("trce-stage1", concept, config_dict(config), graph, rows, notes, time.perf_counter() - start)
+    graph, rows, notes = Graph(), [], []
+    if "text" in config.stages:
+        graph, rows, notes = refine_kv(model, concept, config)
+    if "trajectory" in config.stages:
+        steered, steps, more = trce_steering.steer(
+            model, concept, config, base=graph, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            progress=progress, on_step=on_step,
+        )
+        graph, rows, notes = graph + steered, rows + steps, notes + more
+    method = {("text",): "trce-stage1", ("trajectory",): "trce-stage2"}.get(tuple(config.stages), "trce")
+    return Erasure(method, concept, config_dict(config), graph, rows, notes, time.perf_counter() - start)
 
 
 # -- probes ---------------------------------------------------------------------------------

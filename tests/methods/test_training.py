@@ -60,3 +60,18 @@ def test_bad_masks_are_named(model) -> None:
         finetune(model, PARAMS[:1], _loss(model), steps=1, lr=1e-3, masks={PARAMS[1]: torch.ones(1, dtype=torch.bool)})
     with pytest.raises(ValueError, match="bool tensor of shape"):
         finetune(model, PARAMS[:1], _loss(model), steps=1, lr=1e-3, masks={PARAMS[0]: torch.ones(3)})
+
+
+def test_named_loss_terms_are_recorded_and_survive_a_resume(model, tmp_path) -> None:
+    def loss(step: int, generator: torch.Generator):
+        value = _loss(model)(step, generator)
+        return 2 * value, {"half": value.detach()}
+
+    terms: list[dict[str, float]] = []
+    _, losses = finetune(model, PARAMS, loss, steps=3, lr=1e-2, progress=False, terms=terms)
+    assert [t["half"] for t in terms] == pytest.approx([x / 2 for x in losses])
+    folder = tmp_path / "ckpt"
+    finetune(model, PARAMS, loss, steps=2, lr=1e-2, checkpoint=folder, checkpoint_every=1, progress=False)
+    resumed: list[dict[str, float]] = []
+    finetune(model, PARAMS, loss, steps=3, lr=1e-2, checkpoint=folder, progress=False, terms=resumed)
+    assert resumed == terms  # the first two steps' terms come from the checkpoint
