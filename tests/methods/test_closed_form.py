@@ -99,7 +99,7 @@ def test_erasepro_alg2_and_weak_config(model64) -> None:
 def test_trce_stage1_equals_least_squares_of_eq4(model64) -> None:
     eta = 0.01
     # 16 columns per prompt: overdetermined; a tiny rtol checks the algebra without the default truncation
-    erasure = trce.fit(model64, CONCEPT, positions="all", eta=eta, rtol=1e-12)
+    erasure = trce.fit(model64, CONCEPT, stages=("text",), positions="all", eta=eta, rtol=1e-12)
     pairs, tok = CONCEPT.pairs(), model64.tokenizer
     m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
     k = _embed(model64, list(CONCEPT.preservation))
@@ -114,7 +114,7 @@ def test_trce_stage1_equals_least_squares_of_eq4(model64) -> None:
 
 def test_trce_maps_the_tokenizers_first_eot_not_a_word_count(model64) -> None:
     concept = Concept("red", anchor="blue", templates=["a {} unicorn!", "a photo of a {} circle, striped"])
-    erasure = trce.fit(model64, concept, eta=0.0)
+    erasure = trce.fit(model64, concept, stages=("text",), eta=0.0)
     tok = model64.tokenizer
     for pair in concept.pairs():
         lay = layout(tok, pair.target)

@@ -38,7 +38,7 @@ def test_an_erasure_composes_with_probes(model, erasure) -> None:
     graph = erasure + [circuits.Capture("unet.*attn2", mean_over=("batch",), over_steps="mean", name="x")]
     result = circuits.sample(model, ["a red circle"], steps=2, graph=graph, progress=False)
     assert len(result.captures) == len(model.sites.cross_attention())
-    stacked = erasure + trce.fit(model, CONCEPT)  # two erasures: their deltas add up
+    stacked = erasure + trce.fit(model, CONCEPT, stages=("text",))  # two erasures: their deltas add up
     assert len(stacked) == len(erasure.graph) + 2 * len(model.sites.cross_attention())
 
 

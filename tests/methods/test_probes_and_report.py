@@ -54,7 +54,7 @@ def test_pocket_erasure_report_reads_before_and_after() -> None:
     red = concept("red")
     full = evaluation_sets(red, n=2)
     sets = EvaluationSets(full.attribute, full.value, full.target, full.synonyms, full.preservation)
-    erasure = trce.fit(model, red)
+    erasure = trce.fit(model, red, stages=("text",))
     report = erasure_report(model, red, erasure, sets=sets, samples=1, steps=8)
     summary = report.summary()
     assert set(report.before) == set(report.after) == {"target", "synonyms", "preservation"}
