@@ -34,10 +34,11 @@ METHODS = {
     "UCE": lambda m, c: uce.fit(m, c),
     "ErasePro": lambda m, c: erasepro.fit(m, c),
     "ErasePro-w": lambda m, c: erasepro.fit(m, c, erasepro.weak()),
-    "TRCE stage 1": lambda m, c: trce.fit(m, c),
-    "TRCE stage 1, every [EoT]": lambda m, c: trce.fit(m, c, positions="eot_all"),
-    "TRCE stage 1, whole sequence": lambda m, c: trce.fit(m, c, positions="all"),
-    "TRCE stage 1, keyword": lambda m, c: trce.fit(m, c, positions="keyword"),
+    "TRCE stage 1": lambda m, c: trce.fit(m, c, stages=("text",)),
+    "TRCE stage 1, every [EoT]": lambda m, c: trce.fit(m, c, stages=("text",), positions="eot_all"),
+    "TRCE stage 1, whole sequence": lambda m, c: trce.fit(m, c, stages=("text",), positions="all"),
+    "TRCE stage 1, keyword": lambda m, c: trce.fit(m, c, stages=("text",), positions="keyword"),
+    "TRCE stage 1 + 2": lambda m, c: trce.fit(m, c, trce.pocket(), progress=False),
 }
 CONCEPTS = ("red", "circle", "striped")
 
