@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         return print_depth(model, args.samples, args.steps)
     results = []
     lines = [
-        "| concept | method | target rate before → after | synonym rate before → after | kept (other attributes) "
-        "| preservation before → after (ratio) | fit s |",
-        "|---|---|---|---|---|---|---|",
+        "| concept | method | target rate before → after | synonym rate before → after | rate unnamed "
+        "| kept (other attributes) | preservation before → after (ratio) | fit s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in args.concepts:
         concept = pocket_concept(name, anchor=args.anchor)
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                             "notes": erasure.notes})
             lines.append(
                 f"| {name} | {method} | {_fmt(s['target_before'])} → **{_fmt(s['target_after'])}** | "
-                f"{_fmt(s['synonyms_before'])} → **{_fmt(s['synonyms_after'])}** | "
+                f"{_fmt(s['synonyms_before'])} → **{_fmt(s['synonyms_after'])}** | {_fmt(s['unnamed_rate'])} | "
                 f"{_fmt(s['kept_before'])} → {_fmt(s['kept_after'])} | "
                 f"{_fmt(s['preservation_before'])} → **{_fmt(s['preservation_after'])}** "
                 f"({s['preservation_ratio']:.2f}) | {erasure.seconds:.2f} |"

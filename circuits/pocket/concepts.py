@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from circuits.methods.concept import Concept, ConceptError
+from circuits.methods.concept import Concept, ConceptError, fill
 from circuits.pocket.world import BACKGROUNDS, COLOURS, SHAPES, SYNONYMS, TEXTURES, Scene, prompt
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "shape": SHAPES, "texture": TEXTURES}
@@ -110,6 +110,14 @@ def concept(word: str, *, anchor: str = "") -> Concept:
     )
 
 
+def _agree(text: str) -> str:
+    """Fix a leading article after a word was removed ("an outlined blue ..." -> "a blue ...")."""
+    first, _, rest = text.partition(" ")
+    if first in ("a", "an") and rest:
+        return f"{'an' if rest[0] in 'aeiou' else 'a'} {rest}"
+    return text
+
+
 @dataclass(frozen=True)
 class EvaluationSets:
     """Prompts for measuring an erasure on pocket (none of them a fitting template)."""
@@ -119,6 +127,8 @@ class EvaluationSets:
     target: tuple[str, ...]
     synonyms: tuple[str, ...]
     preservation: tuple[str, ...]
+    #: the target prompts with the word removed: how often the model draws the value unasked
+    unnamed: tuple[str, ...] = ()
 
 
 def evaluation_sets(concept_or_word: Concept | str, n: int = 8) -> EvaluationSets:
@@ -133,4 +143,5 @@ def evaluation_sets(concept_or_word: Concept | str, n: int = 8) -> EvaluationSet
         synonyms = tuple(prompt(s, colour_word=words[i % len(words)]) for i, s in enumerate(scenes)) if words else ()
     others = [v for v in ATTRIBUTES[attribute] if v != value]
     preservation = tuple(prompt(_other_scene(attribute, others[i % len(others)], 3 * i + 1)) for i in range(n))
-    return EvaluationSets(attribute, value, target, synonyms, preservation)
+    unnamed = tuple(_agree(fill(p.replace(f" {value} ", " {} ", 1), "")) for p in target)
+    return EvaluationSets(attribute, value, target, synonyms, preservation, unnamed)

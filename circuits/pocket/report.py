@@ -7,7 +7,9 @@ and lets the oracle read every image:
 - **erased rate**: the fraction of images whose erased attribute reads as the target value
   (``red`` on "a red circle"); before erasure it is the model's prompt following;
 - **kept**: on target prompts, the accuracy of the attributes the prompt names besides the target;
-- **preservation accuracy**: on the other values' prompts, the accuracy over every named attribute.
+- **preservation accuracy**: on the other values' prompts, the accuracy over every named attribute;
+- **unnamed rate** (before only): how often the model draws the target value when the prompt does
+  not name it ("a striped circle ..."): the floor an erasure to the empty anchor can reach.
 
 Each set is one batched sampling call (prompts x ``samples`` rows, noise from ``seed``).
 :func:`damage` measures what a graph does to plain prompts: oracle accuracy and pixel difference
@@ -71,7 +73,7 @@ class ErasureReport:
 
     @property
     def erased_rate(self) -> dict[str, float | None]:
-        return {name: score.erased_rate for name, score in self.after.items() if name != "preservation"}
+        return {name: score.erased_rate for name, score in self.after.items() if name in ("target", "synonyms")}
 
     @property
     def preservation(self) -> float:
@@ -90,6 +92,7 @@ class ErasureReport:
 
         return {
             "concept": self.concept,
+            "unnamed_rate": rate(self.before, "unnamed"),
             "target_before": rate(self.before, "target"),
             "target_after": rate(self.after, "target"),
             "synonyms_before": rate(self.before, "synonyms"),
@@ -170,10 +173,13 @@ def erasure_report(
     settings = dict(samples=samples, seed=seed, steps=steps, progress=progress)
 
     def run(g: Any) -> dict[str, SetScore]:
-        return {
+        scores = {
             name: _score_set(model, prompts, g, attribute, value, is_target=name != "preservation", **settings)
             for name, prompts in prompt_sets.items()
         }
+        if g is None and sets.unnamed:
+            scores["unnamed"] = _score_set(model, sets.unnamed, None, attribute, value, is_target=True, **settings)
+        return scores
 
     if baseline is not None and (baseline.value, baseline.samples, baseline.seed, baseline.steps) == (
         value, samples, seed, steps
