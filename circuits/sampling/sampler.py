@@ -4,12 +4,16 @@ It follows the pipeline's arithmetic step for step (same prompt encoding, same i
 for the same seed, batched ``[uncond, cond]`` CFG in one UNet call, same scheduler calls, same
 decoding), so with no interventions its images equal the pipeline's. Around every text-encoder
 and UNet call it publishes a :class:`~circuits.context.StepContext` that interventions read.
+
+``follow={i: j}`` ties prompt ``i``'s latents to prompt ``j``'s: row ``i`` starts from ``j``'s noise
+and takes ``j``'s latents after every scheduler step, so the UNet reads prompt ``i`` on ``j``'s
+trajectory in the same batched call (ActErase's collection, Alg. 1 lines 4-5 and 12).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -80,6 +84,7 @@ def sample(
     strict: bool = False,
     progress: bool = True,
     grad: bool = False,
+    follow: Mapping[int, int] | None = None,
 ) -> SampleResult:
     """Generate images for ``prompts``, optionally under an intervention ``graph``.
 
@@ -88,8 +93,14 @@ def sample(
     (e.g. ``circuits.ReversedCFG(7.5, t_prime=500)``). ``record=True`` keeps the per-step
     trajectory. ``grad=True`` keeps the autograd graph (for gradient-based methods). ``graph`` is
     anything :func:`circuits.intervene` takes: a Graph, interventions, or an object with ``as_graph()``.
+
+    ``follow={i: j}`` (prompt indices) makes prompt ``i`` ride prompt ``j``'s trajectory: it starts
+    from ``j``'s initial noise and its latents are replaced by ``j``'s after every step, so its UNet
+    activations are those of its own prompt on ``j``'s latents, and its image is ``j``'s. Prompt ``j``
+    is sampled exactly as without followers; a leader cannot itself follow.
     """
     prompts = check_prompts(prompts)
+    tie = _check_follow(follow, len(prompts))
     if isinstance(negative_prompt, str) or negative_prompt is None:
         negatives = [negative_prompt or ""] * len(prompts)
     else:
@@ -110,14 +121,14 @@ def sample(
     with (intervene(model, graph, strict=strict) if graph is not None else contextlib.nullcontext()) as run:
         with torch.set_grad_enabled(grad):
             result = _sample(
-                model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress
+                model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie
             )
         if isinstance(run, Run):
             result.captures = run.captures
     return result
 
 
-def _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress):
+def _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie):
     device, n = model.device, len(prompts)
     cfg = guidance.uses_uncond
     if cfg:
@@ -140,6 +151,7 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
     generator = torch.Generator(device).manual_seed(seed)
     shape = (n, model.unet.config.in_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype) * sched.init_noise_sigma
+    latents = _tie(latents, tie)
     step_kwargs = _step_kwargs(sched, generator, eta)
 
     traj_latents, traj_pred, traj_cond, traj_uncond = [], [], [], []
@@ -167,7 +179,7 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
             traj_cond.append(eps_cond.detach().cpu())
             if eps_uncond is not None:
                 traj_uncond.append(eps_uncond.detach().cpu())
-        latents = sched.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
+        latents = _tie(sched.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0], tie)
 
     images = decode(model, latents)
     trajectory = None
@@ -183,6 +195,38 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
     return SampleResult(
         images=images, latents=latents, prompts=list(prompts), seed=seed, timesteps=timesteps, trajectory=trajectory
     )
+
+
+def _check_follow(follow: Mapping[int, int] | None, n: int) -> tuple[list[int], list[int]] | None:
+    """``(followers, leaders)`` prompt indices from ``follow={follower: leader}``; clear errors for bad maps."""
+    if follow is None:
+        return None
+    if not isinstance(follow, Mapping):
+        raise ValueError(f"follow={follow!r}: give a dict {{follower: leader}} of prompt indices, e.g. {{1: 0}}")
+    for follower, leader in follow.items():
+        for name, index in (("follower", follower), ("leader", leader)):
+            if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
+                raise ValueError(
+                    f"follow={dict(follow)!r}: {name} {index!r} is not a prompt index "
+                    f"(there are {n} prompts: 0..{n - 1})"
+                )
+        if follower == leader:
+            raise ValueError(f"follow={dict(follow)!r}: prompt {follower} cannot follow itself")
+        if leader in follow:
+            raise ValueError(
+                f"follow={dict(follow)!r}: prompt {follower} follows {leader}, which itself follows {follow[leader]}; "
+                f"point it at the leader ({follow[leader]}) directly"
+            )
+    pairs = sorted(follow.items())
+    return ([f for f, _ in pairs], [lead for _, lead in pairs]) if pairs else None
+
+
+def _tie(latents: torch.Tensor, tie: tuple[list[int], list[int]] | None) -> torch.Tensor:
+    """``latents`` with each follower row replaced by its leader's (out of place: autograd-safe)."""
+    if not tie:
+        return latents
+    followers, leaders = (torch.tensor(rows, device=latents.device) for rows in tie)
+    return latents.index_copy(0, followers, latents.index_select(0, leaders))
 
 
 def decode(model: Diffusion, latents: torch.Tensor) -> list[Any]:
