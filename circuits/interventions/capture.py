@@ -3,8 +3,10 @@
 Reductions keep memory flat: ``mean_over=("batch", "positions")`` averages those named axes of
 each call's value (axis names come from the site: ``batch``, ``positions`` or ``tokens``,
 ``channels``, ``heads``, ``queries``, ``keys``, ``height``, ``width``); ``over_steps="mean"``
-keeps a running mean across calls instead of one tensor per call. Values stay on the model's
-device and are detached unless ``keep_grad=True``.
+keeps a running mean across calls instead of one tensor per call. ``transform=fn`` records
+``fn(value)`` instead of the value (before those reductions), e.g. ``torch.abs`` for mean magnitudes
+or a statistic comparing rows of the same call. Values stay on the model's device and are detached
+unless ``keep_grad=True``.
 
 Reading a run's captures (``captures = run.captures`` or ``result.captures``)::
 
@@ -19,9 +21,9 @@ Reading a run's captures (``captures = run.captures`` or ``result.captures``)::
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import torch
 from jaxtyping import Float
@@ -59,12 +61,18 @@ class Capture(Intervention):
     positions into ``queries``; each call's ``grid`` is the ``(height, width)`` they came from, and
     ``run.captures.maps(key)`` unflattens them to ``[calls, rows, heads, height, width, keys]`` (also
     for non-square images), as :func:`to_maps` does for any tensor.
+
+    ``transform`` is a function applied to each call's selected value ``[rows, ...]`` before
+    ``mean_over`` and ``over_steps``: the record holds ``fn(value)``. It must return a new tensor
+    with as many axes as its input (the site's axis names carry over; lengths, e.g. the number of
+    rows, may change) and leave its input unchanged. A graph holding a function cannot be saved.
     """
 
     site: str
     mean_over: Sequence[str] = ()
     over_steps: Literal["stack", "mean"] = "stack"
     keep_grad: bool = False
+    transform: Callable[[Tensor], Tensor] | None = None
     kind = "capture"
 
     def __post_init__(self) -> None:
@@ -74,6 +82,8 @@ class Capture(Intervention):
         self.mean_over = tuple(self.mean_over)
         if self.over_steps not in ("stack", "mean"):
             raise ScopeError(f"{self.describe()}: over_steps={self.over_steps!r}; use 'stack' or 'mean'")
+        if self.transform is not None and not callable(self.transform):
+            raise ShapeError(f"{self.describe()}: transform={self.transform!r}; give a function of the value, or None")
         # set by bind() on the per-site copy the runtime hooks
         self._sink: CaptureRecord | None = None
         self._info: SiteInfo | None = None
@@ -133,6 +143,15 @@ class Capture(Intervention):
             sizes = [s if i != dim else positions.shape[1] for i, s in enumerate(value.shape)]
             index = positions.view(shape).expand(*sizes)
             value = value.gather(dim, index)
+        if self.transform is not None:
+            ndim = value.ndim
+            value = self.transform(value)
+            if not isinstance(value, Tensor) or value.ndim != ndim:
+                got = f"{value.ndim} axes {tuple(value.shape)}" if isinstance(value, Tensor) else type(value).__name__
+                raise ShapeError(
+                    f"{self.describe()} at {site}: transform returned {got}; it must return a tensor with the "
+                    f"{ndim} axes of its input {list(self._info.axes(ndim)) if self._info else ''}"
+                )
         dims, axes = self._reduction(x.ndim, site)
         if dims:
             value = value.mean(dim=dims)
@@ -144,6 +163,11 @@ class Capture(Intervention):
         assert self._sink is not None
         self._sink.add(value, ctx, selection.rows, grid, axes)
         return x
+
+    def to_dict(self, tensors: dict[str, Tensor] | None = None) -> dict[str, Any]:
+        out = super().to_dict(tensors)  # a transform function raises there: JSON cannot hold it
+        out.pop("transform", None)
+        return out
 
 
 class CaptureCall(NamedTuple):
