@@ -5,14 +5,18 @@ Every method module has a frozen ``Config`` (the paper's defaults) and
 
 - :mod:`~circuits.methods.uce` - UCE, closed-form K/V edit (ErasePro paper Eq. 1-2; the baseline);
 - :mod:`~circuits.methods.erasepro` - ErasePro, zero-residual edits applied shallow to deep;
-- :mod:`~circuits.methods.trce` - TRCE stage 1 (closed form at the first [EoT]) and the [EoT] probes.
+- :mod:`~circuits.methods.trce` - TRCE stage 1 (closed form at the first [EoT]) and the [EoT] probes;
+- :mod:`~circuits.methods.acterase` - ActErase, masked activation patching (training-free).
 
 An :class:`Erasure` is data (a graph of weight edits and a trace), applied by passing it wherever a
 graph is taken; ``erasure.save(folder)`` / :func:`load` store it as safetensors + JSON.
 """
 
-from circuits.methods import erasepro, trce, uce
+from circuits.methods import acterase, erasepro, trce, uce
 from circuits.methods.concept import Concept, ConceptError, PromptPair
 from circuits.methods.erasure import Erasure, ErasureFormatError, load
 
-__all__ = ["Concept", "ConceptError", "Erasure", "ErasureFormatError", "PromptPair", "erasepro", "load", "trce", "uce"]
+__all__ = [
+    "Concept", "ConceptError", "Erasure", "ErasureFormatError", "PromptPair", "acterase", "erasepro", "load", "trce",
+    "uce",
+]
