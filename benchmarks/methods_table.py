@@ -39,6 +39,12 @@ METHODS = {
     "TRCE stage 1, whole sequence": lambda m, c: trce.fit(m, c, stages=("text",), positions="all"),
     "TRCE stage 1, keyword": lambda m, c: trce.fit(m, c, stages=("text",), positions="keyword"),
     "TRCE stage 1 + 2": lambda m, c: trce.fit(m, c, trce.pocket(), progress=False),
+    # ActErase: App. A.3's tau, 0.02 for styles (pocket's textures), 0.01 otherwise
+    "ActErase (FFN)": lambda m, c: circuits.methods.acterase.fit(
+        m, c, tau=0.02 if c.target in circuits.pocket.world.TEXTURES else 0.01),
+    "ActErase (cross-attention output)": lambda m, c: circuits.methods.acterase.fit(
+        m, c, layers="cross_attention", score="magnitude",
+        tau=0.02 if c.target in circuits.pocket.world.TEXTURES else 0.01),
 }
 CONCEPTS = ("red", "circle", "striped")
 
