@@ -32,6 +32,8 @@ replace target ones. Decisions the paper leaves open:
   median of 0.02-0.035, so 0.01 drops the quietest quarter of entries, as a floor should; not rescaled.
 - **prompts**: the concept's aligned pairs (templates x target word and synonyms); ``x_avg`` and the
   votes average over them, so one patch serves every prompt.
+
+What it does on pocket, with controls and speed: ``docs/recipes/acterase.md``.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Collected:
     mask: dict[str, Tensor]  # M, bool (Eq. 5 combined over steps and pairs)
     votes: dict[str, Tensor]  # fraction of (step, pair) votes for which Eq. 5 holds
     stats: dict[str, Tensor]  # [steps, 4]: per-step means of STATS over pairs
-    scores: dict[str, str]  # the score used at each layer
+    score: str = "wanda"
 
 
 def importance(x: Tensor, weight_norm: Tensor | None) -> Tensor:
@@ -111,12 +113,10 @@ def layer_sites(model: Diffusion, layers: str, score: str) -> list[str]:
     """The sites of a layer set (a name of :data:`LAYER_SETS` or a glob); wanda needs FFN hidden sites."""
     presets = {"ffn": model.sites.ffn_hidden, "cross_attention": model.sites.cross_attention,
                "unet_output": lambda: ["unet.eps"]}
-    sites = presets[layers]() if layers in presets else model.sites.resolve(layers)
-    if not sites:
-        raise SiteError(f"layers={layers!r} matches no site of this model")
+    sites = presets[layers]() if layers in presets else model.sites.resolve(layers)  # unknown: SiteError
     outside = [s for s in sites if not s.startswith("unet.")]
-    if outside:
-        raise SiteError(f"layers={layers!r} matches {outside[:3]}: ActErase patches UNet activations only")
+    if outside or not sites:
+        raise SiteError(f"layers={layers!r} matches {outside[:3] or 'no site'}: ActErase patches UNet activations")
     not_ffn = [s for s in sites if not s.endswith(".ff.hidden")]
     if score == "wanda" and not_ffn:
         raise SiteError(
@@ -174,7 +174,7 @@ def collect(model: Diffusion, concept: Concept, config: Config, *, progress: boo
         mask={s: v >= config.agreement for s, v in votes.items()},
         votes=votes,
         stats={s: caps[f"stats/{s}"].reshape(-1, len(STATS)) for s in sites},
-        scores={s: config.score for s in sites},
+        score=config.score,
     )
 
 
@@ -189,7 +189,7 @@ def trace(collected: Collected) -> list[dict]:
     for site, mask in collected.mask.items():
         stats = collected.stats[site]
         rows.append({
-            "site": site, "score": collected.scores[site], "shape": list(mask.shape),
+            "site": site, "score": collected.score, "shape": list(mask.shape),
             "density": float(mask.float().mean()), "density_per_step": [round(float(v), 5) for v in stats[:, 0]],
             **{name: float(stats[:, i].mean()) for i, name in enumerate(STATS)},
         })

@@ -150,7 +150,7 @@ def test_bad_layer_sets_and_configs_are_clear_errors(model) -> None:
         acterase.fit(model, CONCEPT, layers="unet.*attn2", steps=1)
     with pytest.raises(SiteError, match="unknown site 'unet.*.fff.hidden'"):
         acterase.fit(model, CONCEPT, layers="unet.*.fff.hidden", steps=1)
-    with pytest.raises(SiteError, match="ActErase patches UNet activations only"):
+    with pytest.raises(SiteError, match="ActErase patches UNet activations"):
         acterase.fit(model, CONCEPT, layers="text_encoder.*.mlp", score="magnitude", steps=1)
     with pytest.raises(ConfigError, match="agreement=0"):
         acterase.fit(model, CONCEPT, agreement=0)
