@@ -37,7 +37,15 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 
+#: subpackages reachable as attributes without an explicit import (``circuits.pocket.concept("red")``)
+_SUBPACKAGES = ("methods", "pocket", "sampling", "interventions", "sites")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        module = importlib.import_module(f"circuits.{name}")
+        globals()[name] = module
+        return module
     module_name = _EXPORTS.get(name)
     if module_name is None:
         raise AttributeError(f"module 'circuits' has no attribute {name!r}")
