@@ -82,3 +82,13 @@ def test_token_alignment_modes(model) -> None:
     word_anchor = Concept("red", anchor="blue", templates=["a {} circle"]).pairs()[0]
     assert align(tok, word_anchor, "prompt") == ([0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
     assert align(tok, word_anchor, "keyword") == ([2], [2])
+
+
+def test_pocket_concepts_are_reachable_from_a_bare_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import circuits; c = circuits.pocket.concept('red'); print(c.name, circuits.methods.uce.Config().reg)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["red", "1.0"]
