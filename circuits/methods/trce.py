@@ -121,10 +121,16 @@ class Config:
 
 
 def pocket() -> Config:
-    """The stage-2 settings measured for the pocket model (docs/recipes/trce.md): lr 1e-6 moves its weights by
-    ~1e-4 in 300 steps and changes no image; ``lr=1e-4`` with 16 malicious and 64 null trajectories at 25
-    steps fits in about a minute on 2 cores."""
-    return Config(lr=1e-4, trajectories=16, null_trajectories=64, sample_steps=25)
+    """The paper's TRCE with the settings measured for the pocket model (docs/recipes/trce.md).
+
+    - ``lr=1e-4``: the paper's 1e-6 moves pocket's 390k visual parameters by ||delta|| = 0.03 in 300 steps
+      and leaves every oracle read of the ``red`` report unchanged; 1e-5 (||delta|| = 0.27) moves the
+      target rate by one image in 32; 1e-4 (||delta|| = 1.5) is the smallest rate that acts.
+    - ``sample_steps=25``: pocket samples with 25 DDIM steps, so the trained timesteps are the ones
+      used (and caching costs half).
+    - ``cache_batch=32``: fewer, larger sampling calls on the CPU (changes only which noise is drawn).
+    """
+    return Config(lr=1e-4, sample_steps=25, cache_batch=32)
 
 
 def check(config: Config) -> None:

@@ -35,8 +35,10 @@ Decisions the paper leaves open, with the choice made here:
 - **Epochs**: an epoch visits every malicious trajectory once in a seeded random order, each at a
   uniformly drawn early step; preservation rows draw a null trajectory and a step uniformly.
 - **Caching cost**: ``circuits.sample`` runs every step although only the first half of a malicious
-  trajectory is used; null trajectories are sampled with ``guidance_scale=1`` (the conditional
-  branch on ``""`` *is* the null prediction) and only in the batches the plan touches.
+  trajectory is used. Null trajectories are sampled with ``guidance_scale=1`` (the conditional branch
+  on ``""`` *is* the null prediction), and only those the plan draws: a pool of ``null_trajectories``
+  i.i.d. samples of which the plan uses D distinct ones has the same distribution as D samples, so
+  the D drawn ids are sampled densely (300 steps of batch 1 draw ~280 of the paper's 2000).
 """
 
 from __future__ import annotations
@@ -149,26 +151,20 @@ def _record(model, prompts, seed, config, guidance_scale):
     return result.trajectory
 
 
-def _rows(model, wanted: dict[int, list[tuple[int, int]]], prompt_of, seed0: int, config, guidance_scale):
-    """Sample the batches of trajectories holding ``wanted`` rows; ``{(k, s): (z, t, e_cond, e_uncond)}``."""
-    out = {}
-    batches = sorted({k // config.cache_batch for k in wanted})
-    for b in batches:
-        ks = [k for k in range(b * config.cache_batch, (b + 1) * config.cache_batch) if k < prompt_of.count]
-        traj = _record(model, [prompt_of(k) for k in ks], seed0 + b, config, guidance_scale)
-        for j, k in enumerate(ks):
-            for s in wanted.get(k, ()):
-                uncond = traj.noise_uncond[s, j] if traj.noise_uncond is not None else traj.noise_cond[s, j]
-                out[(k, s)] = (traj.latents[s, j], traj.timesteps[s], traj.noise_cond[s, j], uncond)
+def _rows(model, wanted: dict[int, list[int]], prompts: Sequence[str], seed: int, config, guidance_scale):
+    """Sample the trajectories ``wanted`` names (``{id: [steps]}``): the i-th id (in order) is row
+    ``i % cache_batch`` of sampling call ``i // cache_batch`` (noise from ``seed +`` call), with prompt
+    ``prompts[id % len(prompts)]``. Returns ``{(id, step): (z, t, e_cond, e_uncond)}``."""
+    out, ids = {}, sorted(wanted)
+    for call in range(math.ceil(len(ids) / config.cache_batch)):
+        chunk = ids[call * config.cache_batch:(call + 1) * config.cache_batch]
+        traj = _record(model, [prompts[k % len(prompts)] for k in chunk], seed + call, config, guidance_scale)
+        for j, k in enumerate(chunk):
+            for step in wanted[k]:
+                uncond = traj.noise_uncond if traj.noise_uncond is not None else traj.noise_cond
+                out[(k, step)] = (traj.latents[step, j], traj.timesteps[step], traj.noise_cond[step, j],
+                                  uncond[step, j])
     return out
-
-
-class _Prompts:
-    def __init__(self, prompts: Sequence[str], count: int) -> None:
-        self.prompts, self.count = list(prompts), count
-
-    def __call__(self, k: int) -> str:
-        return self.prompts[k % len(self.prompts)]
 
 
 def cache(model: Diffusion, concept: Concept, config: "Config", the_plan: Plan) -> Cache:
@@ -185,10 +181,8 @@ def cache(model: Diffusion, concept: Concept, config: "Config", the_plan: Plan) 
         for k, s in rows:
             nulls.setdefault(k, []).append(s)
     with torch.no_grad():
-        erase_rows = _rows(model, wanted, _Prompts([p.target for p in pairs], config.trajectories), config.seed,
-                           config, config.guidance_scale)
-        null_rows = _rows(model, nulls, _Prompts([""], config.null_trajectories), config.seed + 1_000_003,
-                          config, 1.0)
+        erase_rows = _rows(model, wanted, [p.target for p in pairs], config.seed, config, config.guidance_scale)
+        null_rows = _rows(model, nulls, [""], config.seed + 1_000_003, config, 1.0)  # cond on "" is the null pred
         keys = sorted(erase_rows)
         anchors = text_embeddings(model, [p.anchor for p in pairs])
         safe_cond = {}
