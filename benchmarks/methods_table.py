@@ -3,6 +3,7 @@
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py [--samples 4] [--json benchmarks/results_methods_table.json]
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --trace      # per-layer trace of UCE and ErasePro on red
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --depth      # ErasePro's depth-sensitivity probe
+    python benchmarks/methods_table.py --render a.json b.json          # one table from saved runs
 
 For each concept (``red``, ``circle``, ``striped``) and each method, fits the erasure, then samples
 the pocket evaluation sets (prompts naming the concept, its synonyms, the attribute's other
@@ -18,6 +19,7 @@ and to the mid-block cross-attention's Q/K/V and measures the damage (Figs. 2e, 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -53,6 +55,38 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
+def render(rows: list[dict], header: bool = True) -> str:
+    """The markdown table of result rows (as written to --json)."""
+    unnamed = {r["concept"]: r["unnamed_rate"] for r in rows if r.get("unnamed_rate") is not None}
+    lines = [
+        "| concept | method | target rate before → after | synonym rate before → after | rate unnamed "
+        "| kept (other attributes) | preservation before → after (ratio) | fit s |",
+        "|---|---|---|---|---|---|---|---|",
+    ] if header else []
+    for r in rows:
+        lines.append(
+            f"| {r['concept']} | {r['method']} | {_fmt(r['target_before'])} → **{_fmt(r['target_after'])}** | "
+            f"{_fmt(r['synonyms_before'])} → **{_fmt(r['synonyms_after'])}** | {_fmt(unnamed.get(r['concept']))} | "
+            f"{_fmt(r['kept_before'])} → {_fmt(r['kept_after'])} | "
+            f"{_fmt(r['preservation_before'])} → **{_fmt(r['preservation_after'])}** "
+            f"({r['preservation_ratio']:.2f}) | {r['fit_seconds']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def render_files(paths: list[str]) -> int:
+    """Print one table from several --json files (a later file's row replaces an earlier one's)."""
+    rows: dict[tuple[str, str], dict] = {}
+    for path in paths:
+        for row in json.loads(Path(path).read_text())["rows"]:
+            rows[(row["concept"], row["method"])] = row
+    order = {c: i for i, c in enumerate(CONCEPTS)}
+    methods = {m: i for i, m in enumerate(METHODS)}
+    ordered = sorted(rows.values(), key=lambda r: (order.get(r["concept"], 99), methods.get(r["method"], 99)))
+    print(render(ordered))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=4, help="images per prompt (8 prompts per set)")
@@ -64,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", default=None)
     parser.add_argument("--trace", action="store_true", help="print the per-layer trace of UCE and ErasePro on red")
     parser.add_argument("--depth", action="store_true", help="run ErasePro's depth-sensitivity probe")
+    parser.add_argument("--render", nargs="+", metavar="JSON", help="print one table from saved --json files")
     args = parser.parse_args(argv)
+    if args.render:
+        return render_files(args.render)
     torch.set_num_threads(args.threads)
     model = circuits.load("pocket")
     if args.trace:
@@ -72,11 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.depth:
         return print_depth(model, args.samples, args.steps)
     results = []
-    lines = [
-        "| concept | method | target rate before → after | synonym rate before → after | rate unnamed "
-        "| kept (other attributes) | preservation before → after (ratio) | fit s |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
     for name in args.concepts:
         concept = pocket_concept(name, anchor=args.anchor)
         baseline = None
@@ -84,18 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             erasure = METHODS[method](model, concept)
             report = erasure_report(model, concept, erasure, samples=args.samples, steps=args.steps, baseline=baseline)
             baseline = report
-            s = report.summary()
-            results.append({"concept": name, "method": method, "fit_seconds": erasure.seconds, **s,
+            results.append({"concept": name, "method": method, "fit_seconds": erasure.seconds, **report.summary(),
                             "notes": erasure.notes})
-            lines.append(
-                f"| {name} | {method} | {_fmt(s['target_before'])} → **{_fmt(s['target_after'])}** | "
-                f"{_fmt(s['synonyms_before'])} → **{_fmt(s['synonyms_after'])}** | {_fmt(s['unnamed_rate'])} | "
-                f"{_fmt(s['kept_before'])} → {_fmt(s['kept_after'])} | "
-                f"{_fmt(s['preservation_before'])} → **{_fmt(s['preservation_after'])}** "
-                f"({s['preservation_ratio']:.2f}) | {erasure.seconds:.2f} |"
-            )
-            print(lines[-1], flush=True)
-    print("\n".join(lines))
+            print(render(results[-1:], header=len(results) == 1), flush=True)
+    print(render(results))
     if args.json:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         write_json(Path(args.json), {"command": "benchmarks/methods_table.py", "args": vars(args), "commit": commit,
