@@ -34,6 +34,7 @@ from circuits.pocket.report import erasure_report
 
 METHODS = {
     "UCE": lambda m, c: uce.fit(m, c),
+    "UCE + preservation": lambda m, c: uce.fit(m, c, preserve_weight=1.0),
     "ErasePro": lambda m, c: erasepro.fit(m, c),
     "ErasePro-w": lambda m, c: erasepro.fit(m, c, erasepro.weak()),
     "TRCE stage 1": lambda m, c: trce.fit(m, c, stages=("text",)),
