@@ -53,8 +53,13 @@ def text_embeddings(model: Diffusion, prompts: Sequence[str]) -> Float[Tensor, "
     """The text encoder's output for ``prompts`` (what the UNet's cross-attention reads), no grad."""
     from circuits.sampling import encode_prompts
 
+    unique = list(dict.fromkeys(prompts))  # anchor prompts repeat once per synonym: encode each once
     with torch.no_grad():
-        return encode_prompts(model, list(prompts), "cond")
+        embeds = encode_prompts(model, unique, "cond")
+    if len(unique) == len(prompts):
+        return embeds
+    index = {p: i for i, p in enumerate(unique)}
+    return embeds[torch.tensor([index[p] for p in prompts], device=embeds.device)]
 
 
 def cross_attention_params(model: Diffusion, projections: Sequence[str]) -> list[str]:
@@ -98,37 +103,43 @@ def prepare(model: Diffusion, concept: Concept | str | dict) -> Concept:
     return concept
 
 
-def edit_row(
-    param: str,
-    weight: Tensor,
-    solution: Any,
-    x_before: Tensor,
-    x_after: Tensor,
-    y: Tensor,
-    **extra: Any,
-) -> dict[str, Any]:
-    """One trace row for an edited projection (the numbers behind ErasePro Figs. 2c-d and 3a-b).
+class LayerFeatures:
+    """One edited feature set: target (``x``) and anchor (``y``) input features, before and after.
 
-    Angles and distances compare the layer's input features, target (``x``) against anchor (``y``),
-    in the original model (before) and in the edited one (after); ``residual`` is
-    ``||W X - W_o Y||_F / ||W_o Y||_F`` on the target columns; ``delta_norm`` is ``||dW||_F``.
+    The numbers behind ErasePro Figs. 2c-d and 3a-b. Angles and distances compare target and
+    anchor inputs of the layer in the original model (before) and in the edited one (after); they do
+    not depend on the projection. Residuals ``||W X - W_o Y|| / ||W_o Y||`` do, and are read from
+    ``d x d`` Gram matrices computed once here, so a row per projection costs one small matmul.
     """
-    from circuits.methods.linalg import column_angle_deg, frobenius_distance, relative_residual
 
-    w0 = weight.detach().to(torch.float64)
-    new = w0 + solution.delta.to(torch.float64)
-    return {
-        "param": param,
-        **extra,
-        "angle_before_deg": column_angle_deg(x_before, y),
-        "angle_after_deg": column_angle_deg(x_after, y),
-        "distance_before": frobenius_distance(x_before, y),
-        "distance_after": frobenius_distance(x_after, y),
-        "residual": relative_residual(new, x_after, w0 @ y.to(torch.float64)),
-        "residual_before": relative_residual(w0, x_after, w0 @ y.to(torch.float64)),
-        "delta_norm": float(torch.linalg.matrix_norm(solution.delta.to(torch.float64))),
-        "weight_norm": float(torch.linalg.matrix_norm(w0)),
-        "rank": solution.rank,
-        "columns": solution.columns,
-        "solver": solution.solver,
-    }
+    def __init__(self, x_before: Tensor, x_after: Tensor, y: Tensor, amap: Any) -> None:
+        from circuits.methods.linalg import column_angle_deg, frobenius_distance
+
+        xb, xa, y64 = (t.to(torch.float64) for t in (x_before, x_after, y))
+        self.amap = amap
+        self.common = {
+            "angle_before_deg": column_angle_deg(xb, y64),
+            "angle_after_deg": column_angle_deg(xa, y64),
+            "distance_before": frobenius_distance(xb, y64),
+            "distance_after": frobenius_distance(xa, y64),
+        }
+        unedited, edited = xa - y64, amap.matrix @ xa - y64
+        self._anchor_gram = y64 @ y64.T
+        self._before_gram, self._after_gram = unedited @ unedited.T, edited @ edited.T
+
+    def row(self, param: str, weight: Tensor, delta: Tensor, **extra: Any) -> dict[str, Any]:
+        from circuits.methods.linalg import quadratic_norm
+
+        scale = quadratic_norm(weight, self._anchor_gram) or 1.0
+        return {
+            "param": param,
+            **extra,
+            **self.common,
+            "residual": quadratic_norm(weight, self._after_gram) / scale,
+            "residual_before": quadratic_norm(weight, self._before_gram) / scale,
+            "delta_norm": float(torch.linalg.matrix_norm(delta.to(torch.float64))),
+            "weight_norm": float(torch.linalg.matrix_norm(weight.detach().to(torch.float64))),
+            "rank": self.amap.rank,
+            "columns": self.amap.columns,
+            "solver": self.amap.solver,
+        }

@@ -3,7 +3,7 @@
 "Erasing Concepts Progressively" (ErasePro), Secs. 3.1-3.2, App. A, Alg. 1 and 2.
 
 - **Zero residual** (Eq. 4-5): for each edited projection, the smallest change of ``W_o`` with
-  ``W X = W_o Y`` exactly: ``W* = W_o + (W_o Y - W_o X) X^+`` (:func:`~circuits.methods.linalg.solve_edit`
+  ``W X = W_o Y`` exactly: ``W* = W_o + (W_o Y - W_o X) X^+`` (:class:`~circuits.methods.linalg.AnchorMap`
   with ``reg = 0``). When ``X`` is not of full column rank (more token columns than features, or
   repeated columns such as the [EoT] padding) no exact solution exists; the pseudo-inverse gives
   the least-squares solution nearest ``W_o`` and the trace records the residual that remains.
@@ -40,9 +40,9 @@ from circuits.interventions.runtime import intervene
 from circuits.interventions.weight_edit import WeightEdit
 from circuits.methods.common import (
     ConfigError,
+    LayerFeatures,
     config_dict,
     cross_attention_params,
-    edit_row,
     prepare,
     resolve_config,
     text_embeddings,
@@ -50,7 +50,7 @@ from circuits.methods.common import (
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
 from circuits.methods.features import Positions, align, check_positions, gather_columns
-from circuits.methods.linalg import DEFAULT_RTOL, EditSolution, solve_edit
+from circuits.methods.linalg import DEFAULT_RTOL, AnchorMap
 from circuits.models.diffusion import Diffusion
 from circuits.sites.replay import record_calls
 
@@ -98,7 +98,8 @@ class _Step:
     layer: int
     input_site: str | None  # whose input features X are (None: the final text embedding)
     weight: torch.Tensor
-    solution: EditSolution
+    delta: torch.Tensor
+    amap: AnchorMap  # shared by the projections that read the same features
     x: torch.Tensor  # target features the solve saw
     x_before: torch.Tensor  # the same in the original model
     y: torch.Tensor
@@ -144,29 +145,33 @@ def align_progressively(model: Diffusion, concept: Concept, config: Config) -> t
                 x = gather_columns(norm(hidden), t_pos)
                 y = gather_columns(norm(anchor_calls[layer][0].input), a_pos)
                 x_before = gather_columns(norm(call.input), t_pos)
-                for projection in config.text_projections:
-                    param = f"{layer}.self_attn.{projection}.weight"
-                    step = _solve(model, param, "text", index, f"{layer}.layer_norm1", x, x_before, y, config)
+                params = [f"{layer}.self_attn.{projection}.weight" for projection in config.text_projections]
+                for step in _solve(model, params, "text", index, f"{layer}.layer_norm1", x, x_before, y, config):
                     steps.append(step)
-                    edits.append(WeightEdit(param, delta=step.solution.delta))
+                    edits.append(WeightEdit(step.param, delta=step.delta))
                 graph.extend(edits)
             with intervene(model, edits if config.propagate == "updated" else []):
                 hidden = call.replay(hidden)
         if config.unet_projections:
             x = gather_columns(model.sites.module(_final_norm(model))(hidden), t_pos)
             y, x_before = gather_columns(anchor_out, a_pos), gather_columns(target_out, t_pos)
-            for number, param in enumerate(cross_attention_params(model, config.unet_projections)):
-                layer_number = number // len(config.unet_projections)
-                step = _solve(model, param, "unet", layer_number, None, x, x_before, y, config)
+            per_layer = len(config.unet_projections)
+            params = cross_attention_params(model, config.unet_projections)
+            for number, step in enumerate(_solve(model, params, "unet", None, None, x, x_before, y, config)):
+                step.layer = number // per_layer
                 steps.append(step)
-                graph.append(WeightEdit(param, delta=step.solution.delta))
+                graph.append(WeightEdit(step.param, delta=step.delta))
     return graph, steps
 
 
-def _solve(model, param, stage, layer, input_site, x, x_before, y, config) -> _Step:
-    weight = model.parameter(param).detach()
-    solution = solve_edit(weight, x, weight.to(torch.float64) @ y.to(torch.float64), reg=0.0, rtol=config.rtol)
-    return _Step(param, stage, layer, input_site, weight, solution, x, x_before, y)
+def _solve(model, params, stage, layer, input_site, x, x_before, y, config) -> list[_Step]:
+    """Eq. 5 for every projection reading ``x``: one map ``M`` (``W* = W_o M``), one delta per weight."""
+    amap = AnchorMap.fit(x, y, reg=0.0, rtol=config.rtol)
+    steps = []
+    for param in params:
+        weight = model.parameter(param).detach()
+        steps.append(_Step(param, stage, layer, input_site, weight, amap.delta(weight), amap, x, x_before, y))
+    return steps
 
 
 def trace(model: Diffusion, concept: Concept, config: Config, graph: Graph, steps: list[_Step]) -> list[dict]:
@@ -175,17 +180,21 @@ def trace(model: Diffusion, concept: Concept, config: Config, graph: Graph, step
     pairs = concept.pairs(synonyms=config.synonyms)
     t_pos = [align(model.tokenizer, pair, config.positions, config.k)[0] for pair in pairs]
     inputs = sorted({s.input_site for s in steps if s.input_site is not None})
-    with torch.no_grad(), intervene(model, graph + [Capture(site) for site in inputs]) as run:
-        edited_out = text_embeddings(model, [p.target for p in pairs])
-    seen = {site: gather_columns(run.captures[site][0], t_pos) for site in inputs}
-    final = gather_columns(edited_out, t_pos)
-    return [
-        edit_row(
-            s.param, s.weight, s.solution, s.x_before, seen[s.input_site] if s.input_site else final, s.y,
-            stage=s.stage, layer=s.layer,
-        )
-        for s in steps
-    ]
+    if config.propagate == "updated":  # Alg. 1 solved on the edited model's own features: nothing to re-measure
+        seen = {s.input_site: s.x for s in steps if s.input_site is not None}
+        final = next((s.x for s in steps if s.input_site is None), None)
+    else:
+        with torch.no_grad(), intervene(model, graph + [Capture(site) for site in inputs]) as run:
+            edited_out = text_embeddings(model, [p.target for p in pairs])
+        seen = {site: gather_columns(run.captures[site][0], t_pos) for site in inputs}
+        final = gather_columns(edited_out, t_pos)
+    features: dict[int, LayerFeatures] = {}
+    rows = []
+    for s in steps:
+        x_after = seen[s.input_site] if s.input_site else final
+        stats = features.setdefault(id(s.amap), LayerFeatures(s.x_before, x_after, s.y, s.amap))
+        rows.append(stats.row(s.param, s.weight, s.delta, stage=s.stage, layer=s.layer))
+    return rows
 
 
 def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, **overrides) -> Erasure:

@@ -51,6 +51,7 @@ from circuits.interventions.zero_tokens import ZeroTokens
 from circuits.methods import trce_steering
 from circuits.methods.common import (
     ConfigError,
+    LayerFeatures,
     config_dict,
     cross_attention_params,
     pair_columns,
@@ -62,7 +63,7 @@ from circuits.methods.common import (
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
 from circuits.methods.features import Positions, check_positions
-from circuits.methods.linalg import DEFAULT_RTOL, relative_residual, solve_edit
+from circuits.methods.linalg import DEFAULT_RTOL, AnchorMap
 from circuits.models.diffusion import Diffusion
 from circuits.tokens import layout
 
@@ -174,27 +175,16 @@ def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph
     wanted = torch.cat([safe, scale * preserved], dim=1)
 
     graph, rows, notes = Graph(), [], []
+    amap = AnchorMap.fit(inputs, wanted, reg=0.0, rtol=config.rtol)  # one W' = W M for every K/V
+    erased = LayerFeatures(malicious, malicious, safe, amap)
+    kept = LayerFeatures(preserved, preserved, preserved, amap) if preserved.shape[1] else None
     for number, param in enumerate(cross_attention_params(model, config.projections)):
         weight = model.parameter(param).detach()
-        w64 = weight.to(torch.float64)
-        solution = solve_edit(weight, inputs, w64 @ wanted.to(torch.float64), reg=0.0, rtol=config.rtol)
-        graph.append(WeightEdit(param, delta=solution.delta))
-        new = w64 + solution.delta.to(torch.float64)
-        rows.append({
-            "param": param,
-            "stage": "unet",
-            "layer": number // len(config.projections),
-            "residual": relative_residual(new, malicious, w64 @ safe.to(torch.float64)),
-            "residual_before": relative_residual(w64, malicious, w64 @ safe.to(torch.float64)),
-            "preservation_change": (
-                relative_residual(new, preserved, w64 @ preserved.to(torch.float64)) if preserved.shape[1] else 0.0
-            ),
-            "delta_norm": float(torch.linalg.matrix_norm(solution.delta.to(torch.float64))),
-            "weight_norm": float(torch.linalg.matrix_norm(w64)),
-            "rank": solution.rank,
-            "columns": solution.columns,
-            "solver": solution.solver,
-        })
+        delta = amap.delta(weight)
+        graph.append(WeightEdit(param, delta=delta))
+        row = erased.row(param, weight, delta, stage="unet", layer=number // len(config.projections))
+        row["preservation_change"] = kept.row(param, weight, delta)["residual"] if kept is not None else 0.0
+        rows.append(row)
     features = inputs.shape[0]
     if inputs.shape[1] < features or rows and rows[0]["rank"] < features:
         notes.append(

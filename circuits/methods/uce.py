@@ -34,9 +34,9 @@ import torch
 from circuits.interventions.graph import Graph
 from circuits.interventions.weight_edit import WeightEdit
 from circuits.methods.common import (
+    LayerFeatures,
     config_dict,
     cross_attention_params,
-    edit_row,
     pair_columns,
     prepare,
     preservation_columns,
@@ -46,7 +46,7 @@ from circuits.methods.common import (
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
 from circuits.methods.features import Positions, check_positions
-from circuits.methods.linalg import solve_edit
+from circuits.methods.linalg import AnchorMap
 from circuits.models.diffusion import Diffusion
 
 
@@ -94,12 +94,13 @@ def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, 
     start = time.perf_counter()
     x, y, p = features(model, concept, config)
     scale = math.sqrt(config.preserve_weight)
-    inputs, anchors = torch.cat([x, scale * p], dim=1), torch.cat([y, scale * p], dim=1)
+    # one d x d map for every K/V: W* = W_o M with M = (Y X^T + lambda I + w P P^T)(X X^T + lambda I + w P P^T)^-1
+    amap = AnchorMap.fit(torch.cat([x, scale * p], dim=1), torch.cat([y, scale * p], dim=1), reg=config.reg)
+    stats = LayerFeatures(x, x, y, amap)  # the text encoder is not edited: inputs are the same before and after
     graph, trace = Graph(), []
     for index, param in enumerate(cross_attention_params(model, config.projections)):
         weight = model.parameter(param).detach()
-        targets = weight.to(torch.float64) @ anchors.to(torch.float64)
-        solution = solve_edit(weight, inputs, targets, reg=config.reg)
-        graph.append(WeightEdit(param, delta=solution.delta))
-        trace.append(edit_row(param, weight, solution, x, x, y, layer=index // len(config.projections), stage="unet"))
+        delta = amap.delta(weight)
+        graph.append(WeightEdit(param, delta=delta))
+        trace.append(stats.row(param, weight, delta, layer=index // len(config.projections), stage="unet"))
     return Erasure("uce", concept, config_dict(config), graph, trace, seconds=time.perf_counter() - start)
