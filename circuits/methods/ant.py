@@ -46,6 +46,11 @@ Decisions the paper leaves open (or the official code answers differently):
 - **Defaults** (Table 6, NSFW row; the official config): lr 5e-4, 250 steps, l1 = 1, l2 = l3 = 0.5,
   eta = 1 (``negative_guidance``, not in the table), trajectories at CFG 3 (``start_guidance``),
   50 DDIM steps, every UNet parameter considered (``train_method="full"``), fraction 0.5.
+- **Prompts.** ``c`` is the concept's words alone by default (target and synonyms, as the official
+  code trains and computes its maps on "nudity", "naked", ...), so ``delta(c)`` is the concept's
+  direction. ``prompts="templates"`` uses the concept's templates (the paper's prompts in context),
+  where ``delta(c)`` also carries the other words of each prompt, and the erase term steers away
+  from them too. On pocket that breaks preservation, see ``docs/recipes/ant.md``.
 - ANT is anchor-free: the concept's anchor and preservation prompts are not used by the loss.
 """
 
@@ -111,10 +116,16 @@ class Config:
     fraction: float = 0.5
     #: (t1, t2) pairs averaged in one saliency map (Eq. 4: one)
     saliency_draws: int = 1
-    #: fit on the synonym prompts too
+    #: the prompts c: "words" (the concept's words alone, as the official code uses "nudity", "naked",
+    #: "erotic", "sexual") or "templates" (templates x words: prompts in context, like the paper's GPT-4 ones)
+    prompts: str = "words"
+    #: fit on the synonyms too
     synonyms: bool = True
     #: seed of the fine-tune's draws (rows, timesteps)
     seed: int = 0
+
+
+PROMPTS = ("templates", "words")
 
 
 def check_config(config: Config) -> None:
@@ -129,6 +140,8 @@ def check_config(config: Config) -> None:
     if config.steps < 0 or config.lr <= 0 or config.batch < 1 or config.saliency_draws < 1:
         raise ConfigError(f"ant.Config: steps={config.steps} >= 0, lr={config.lr} > 0, batch={config.batch} >= 1 "
                           f"and saliency_draws={config.saliency_draws} >= 1 are required")
+    if config.prompts not in PROMPTS:
+        raise ConfigError(f"ant.Config.prompts={config.prompts!r}: choose one of {PROMPTS}")
     if not config.seeds or config.sample_steps < 2:
         raise ConfigError(f"ant.Config: give at least one seed (seeds={config.seeds!r}) and sample_steps >= 2")
 
@@ -362,6 +375,13 @@ def train(model: Diffusion, traj: Trajectories, mask: Mapping[str, Tensor], conf
                     progress=progress, description="ANT fine-tune")
 
 
+def concept_prompts(concept: Concept, config: Config) -> list[str]:
+    """The prompts ``c`` of Eq. 3: templates x words, or the words alone (``config.prompts``)."""
+    if config.prompts == "words":
+        return list(concept.words if config.synonyms else (concept.target,))
+    return concept.target_prompts(synonyms=config.synonyms)
+
+
 def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, *, checkpoint: Any = None,
         progress: bool = True, **overrides) -> Erasure:
     """ANT: trajectories of the concept's prompts, saliency mask ``M*``, masked fine-tune; an Erasure of deltas.
@@ -373,7 +393,7 @@ def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, 
     check_config(config)
     concept = prepare(model, concept)
     start = time.perf_counter()
-    prompts = concept.target_prompts(synonyms=config.synonyms)
+    prompts = concept_prompts(concept, config)
     traj = collect(model, prompts, config, progress=progress)
     early, late = traj.split(config.t_prime)
     sal = saliency(model, traj, config, progress=progress)

@@ -13,7 +13,7 @@ from circuits.methods import Concept, ant, load
 from circuits.methods.common import ConfigError
 from circuits.methods.training import CheckpointError
 
-CONCEPT = Concept("red", templates=["a {} circle", "a photo of a {} dog"], preservation=["a blue square"])
+CONCEPT = Concept("red", synonyms=("crimson",), templates=["a {} circle", "a photo of a {} dog"], preservation=["a blue square"])
 FAST = dict(steps=3, seeds=(0, 1), sample_steps=8, progress=False)
 
 
@@ -55,7 +55,7 @@ def test_intersection_curve_is_non_increasing() -> None:
 
 def test_saliency_on_the_model_gives_a_non_increasing_curve(model) -> None:
     config = ant.Config(seeds=(0, 1), sample_steps=8, fraction=0.3)
-    traj = ant.collect(model, CONCEPT.target_prompts(), config)
+    traj = ant.collect(model, CONCEPT.target_prompts(synonyms=False), config)  # prompts in context
     assert traj.rows == 4 and traj.latents.shape[:2] == (8, 4)
     sal = ant.saliency(model, traj, config)
     assert len(sal.curve) == 4 and all(a >= b for a, b in zip(sal.curve, sal.curve[1:]))
@@ -64,7 +64,8 @@ def test_saliency_on_the_model_gives_a_non_increasing_curve(model) -> None:
 
 def test_fine_tune_changes_only_masked_parameters(model, erasure) -> None:
     config = ant.Config(**{k: v for k, v in FAST.items() if k != "progress"})
-    traj = ant.collect(model, CONCEPT.target_prompts(), config)
+    traj = ant.collect(model, ant.concept_prompts(CONCEPT, config), config)
+    assert traj.prompts == ["red", "crimson"]  # the words alone, by default
     sal = ant.saliency(model, traj, config)
     before = snapshot(model)
     deltas, losses = ant.train(model, traj, sal.mask, config)
