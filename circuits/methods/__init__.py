@@ -5,8 +5,10 @@ Every method module has a frozen ``Config`` (the paper's defaults) and
 
 - :mod:`~circuits.methods.uce` - UCE, closed-form K/V edit (ErasePro paper Eq. 1-2; the baseline);
 - :mod:`~circuits.methods.erasepro` - ErasePro, zero-residual edits applied shallow to deep;
-- :mod:`~circuits.methods.trce` - TRCE stage 1 (closed form at the first [EoT]) and the [EoT] probes;
-- :mod:`~circuits.methods.acterase` - ActErase, masked activation patching (training-free).
+- :mod:`~circuits.methods.trce` - TRCE: stage 1 (closed form at the first [EoT]), stage 2 (trajectory
+  steering), the [EoT] probes;
+- :mod:`~circuits.methods.acterase` - ActErase: masked FFN activation patching and multi-concept merging;
+- :mod:`~circuits.methods.ant` - ANT: CFG reversal study, saliency maps, masked trajectory-aware fine-tune;
 
 An :class:`Erasure` is data (a graph of weight edits and a trace), applied by passing it wherever a
 graph is taken; ``erasure.save(folder)`` / :func:`load` store it as safetensors + JSON.
