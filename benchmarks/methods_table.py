@@ -28,7 +28,7 @@ import torch
 
 import circuits
 from circuits.io import write_json
-from circuits.methods import erasepro, trce, uce
+from circuits.methods import ant, erasepro, trce, uce
 from circuits.pocket import concept as pocket_concept
 from circuits.pocket.report import erasure_report
 
@@ -48,6 +48,7 @@ METHODS = {
     "ActErase (cross-attention output)": lambda m, c: circuits.methods.acterase.fit(
         m, c, layers="cross_attention", score="magnitude",
         tau=0.02 if c.target in circuits.pocket.world.TEXTURES else 0.01),
+    "ANT": lambda m, c: ant.fit(m, c, ant.pocket(), progress=False),
 }
 CONCEPTS = ("red", "circle", "striped")
 
