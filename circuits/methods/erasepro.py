@@ -128,8 +128,11 @@ def align_progressively(model: Diffusion, concept: Concept, config: Config) -> t
     aligned = [align(model.tokenizer, pair, config.positions, config.k) for pair in pairs]
     t_pos, a_pos = [t for t, _ in aligned], [a for _, a in aligned]
     layers = model.sites.text_layers()
+    # anchor prompts repeat once per synonym; the recorded layer inputs hold each once, so index back
+    anchors = list(dict.fromkeys(p.anchor for p in pairs))
+    rows = torch.tensor([anchors.index(p.anchor) for p in pairs])
     with record_calls(model.sites, layers) as anchor_calls:
-        anchor_out = text_embeddings(model, [p.anchor for p in pairs])
+        anchor_out = text_embeddings(model, anchors)[rows]
     with record_calls(model.sites, layers) as target_calls:
         target_out = text_embeddings(model, [p.target for p in pairs])
     start = round(config.start_fraction * len(layers))
@@ -143,7 +146,7 @@ def align_progressively(model: Diffusion, concept: Concept, config: Config) -> t
             if index >= start:
                 norm = model.sites.module(f"{layer}.layer_norm1")
                 x = gather_columns(norm(hidden), t_pos)
-                y = gather_columns(norm(anchor_calls[layer][0].input), a_pos)
+                y = gather_columns(norm(anchor_calls[layer][0].input[rows]), a_pos)
                 x_before = gather_columns(norm(call.input), t_pos)
                 params = [f"{layer}.self_attn.{projection}.weight" for projection in config.text_projections]
                 for step in _solve(model, params, "text", index, f"{layer}.layer_norm1", x, x_before, y, config):

@@ -70,6 +70,15 @@ def test_loading_something_else_is_a_clear_error(tmp_path) -> None:
         load(tmp_path)
 
 
+def test_synonyms_share_anchor_prompts(model) -> None:
+    concept = Concept("red", synonyms=["crimson"], templates=["a {} circle", "a photo of a {} dog"])
+    fits = (uce.fit, erasepro.fit, lambda m, c, **kw: trce.fit(m, c, stages=("text",), **kw))
+    for fit in fits:
+        erasure = fit(model, concept, positions="eot")  # 4 target prompts, 2 distinct anchor prompts
+        assert len(erasure.trace) == len(erasure.graph) > 0
+    assert erasepro.fit(model, concept, positions="eot").trace[0]["columns"] == 4
+
+
 def test_uce_trace_and_repr(model) -> None:
     erasure = uce.fit(model, CONCEPT)
     assert "uce" in repr(erasure) and "WeightEdit" in repr(erasure)
