@@ -49,13 +49,16 @@ def config_dict(config: Any) -> dict[str, Any]:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 
-def text_embeddings(model: Diffusion, prompts: Sequence[str]) -> Float[Tensor, "batch tokens dim"]:
-    """The text encoder's output for ``prompts`` (what the UNet's cross-attention reads), no grad."""
+def text_embeddings(
+    model: Diffusion, prompts: Sequence[str], length: int | None = None
+) -> Float[Tensor, "batch tokens dim"]:
+    """The text encoder's output for ``prompts`` (what the UNet's cross-attention reads), no grad;
+    with ``length``, only the first positions (exact: the encoder is causal)."""
     from circuits.sampling import encode_prompts
 
     unique = list(dict.fromkeys(prompts))  # anchor prompts repeat once per synonym: encode each once
     with torch.no_grad():
-        embeds = encode_prompts(model, unique, "cond")
+        embeds = encode_prompts(model, unique, "cond", length=length)
     if len(unique) == len(prompts):
         return embeds
     index = {p: i for i, p in enumerate(unique)}
@@ -76,25 +79,23 @@ def cross_attention_params(model: Diffusion, projections: Sequence[str]) -> list
     return names
 
 
-def pair_columns(
-    model: Diffusion,
-    pairs: Sequence[PromptPair],
-    positions: str,
-    k: int,
-    target_features: Tensor,
-    anchor_features: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """``X`` (target columns) and ``Y`` (anchor columns) ``[dim, N]`` at the aligned positions."""
+def pair_columns(model: Diffusion, pairs: Sequence[PromptPair], positions: str, k: int) -> tuple[Tensor, Tensor]:
+    """``X`` (target columns) and ``Y`` (anchor columns) ``[dim, N]`` at the aligned positions.
+
+    The encoder runs only as far as the last position read (often the first [EoT] of the longest prompt).
+    """
     aligned = [align(model.tokenizer, pair, positions, k) for pair in pairs]
-    x = gather_columns(target_features, [t for t, _ in aligned])
-    y = gather_columns(anchor_features, [a for _, a in aligned])
+    length = 1 + max(max(t + a) for t, a in aligned)
+    x = gather_columns(text_embeddings(model, [p.target for p in pairs], length), [t for t, _ in aligned])
+    y = gather_columns(text_embeddings(model, [p.anchor for p in pairs], length), [a for _, a in aligned])
     return x, y
 
 
-def preservation_columns(
-    model: Diffusion, prompts: Sequence[str], positions: str, k: int, features: Tensor
-) -> Tensor:
-    return gather_columns(features, [preserved_positions(model.tokenizer, p, positions, k) for p in prompts])
+def preservation_columns(model: Diffusion, prompts: Sequence[str], positions: str, k: int) -> Tensor:
+    """The preservation prompts' columns (mapped onto themselves) at the positions ``positions`` selects."""
+    selected = [preserved_positions(model.tokenizer, p, positions, k) for p in prompts]
+    length = 1 + max(max(s) for s in selected)
+    return gather_columns(text_embeddings(model, prompts, length), selected)
 
 
 def prepare(model: Diffusion, concept: Concept | str | dict) -> Concept:

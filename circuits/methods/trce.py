@@ -158,18 +158,11 @@ def check(config: Config) -> None:
 def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[dict], list[str]]:
     """Eq. 5 on every cross-attention K/V: the edits, a trace row per projection, and notes."""
     pairs = concept.pairs(synonyms=config.synonyms)
-    malicious, safe = pair_columns(
-        model,
-        pairs,
-        config.positions,
-        config.k,
-        text_embeddings(model, [p.target for p in pairs]),
-        text_embeddings(model, [p.anchor for p in pairs]),
-    )
+    malicious, safe = pair_columns(model, pairs, config.positions, config.k)
     preserved = malicious.new_zeros(malicious.shape[0], 0)
     if concept.preservation and config.eta > 0:
         prompts = list(concept.preservation)
-        preserved = preservation_columns(model, prompts, config.positions, config.k, text_embeddings(model, prompts))
+        preserved = preservation_columns(model, prompts, config.positions, config.k)
     scale = math.sqrt(config.eta)
     inputs = torch.cat([malicious, scale * preserved], dim=1)
     wanted = torch.cat([safe, scale * preserved], dim=1)

@@ -41,7 +41,6 @@ from circuits.methods.common import (
     prepare,
     preservation_columns,
     resolve_config,
-    text_embeddings,
 )
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
@@ -71,18 +70,11 @@ class Config:
 def features(model: Diffusion, concept: Concept, config: Config) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``X``, ``Y`` ``[dim, N]`` and the preservation columns ``P`` ``[dim, M]`` (text-encoder outputs)."""
     pairs = concept.pairs(synonyms=config.synonyms)
-    x, y = pair_columns(
-        model,
-        pairs,
-        config.positions,
-        config.k,
-        text_embeddings(model, [p.target for p in pairs]),
-        text_embeddings(model, [p.anchor for p in pairs]),
-    )
+    x, y = pair_columns(model, pairs, config.positions, config.k)
     p = x.new_zeros(x.shape[0], 0)
     if config.preserve_weight > 0 and concept.preservation:
         prompts = list(concept.preservation)
-        p = preservation_columns(model, prompts, config.positions, config.k, text_embeddings(model, prompts))
+        p = preservation_columns(model, prompts, config.positions, config.k)
     return x, y, p
 
 

@@ -49,17 +49,22 @@ def make_scheduler(model: Diffusion, scheduler: Any = None) -> Any:
     return type(scheduler).from_config(scheduler.config)
 
 
-def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str) -> torch.Tensor:
+def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str, *, length: int | None = None) -> torch.Tensor:
     """Text embeddings ``[len(prompts), tokens, dim]`` as the pipeline computes them, in a text-phase context.
 
-    Runs under the caller's grad mode (``sample`` sets it from its ``grad`` argument).
+    Runs under the caller's grad mode (``sample`` sets it from its ``grad`` argument). ``length``
+    encodes only the first ``length`` positions: CLIP's text encoder is causal, so they equal the
+    full encoding's first positions (to float rounding), even where they cut a prompt. Closed-form
+    methods that read no position past the first [EoT] use it to run the encoder several times shorter.
     """
+    max_length = model.tokenizer.model_max_length
     for prompt in prompts:
         layout(model.tokenizer, prompt)  # raises a clear PromptError for over-long prompts
+    if length is not None and not 1 <= length <= max_length:
+        raise ValueError(f"encode_prompts: length={length}; use 1..{max_length}")
     ids = model.tokenizer(
-        list(prompts), padding="max_length", max_length=model.tokenizer.model_max_length, truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(model.device)
+        list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt",
+    ).input_ids[:, : length or max_length].to(model.device)
     ctx = StepContext(phase="text", branch_rows={branch: tuple(range(len(prompts)))}, prompts=tuple(prompts))
     with publish_context(ctx):
         embeds = model.text_encoder(ids, attention_mask=None)[0]

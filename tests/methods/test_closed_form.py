@@ -140,3 +140,14 @@ def test_bad_input_is_named(model) -> None:
         uce.fit(model, Concept("red"), projections=("to_q",))
     with pytest.raises(ConceptError, match="bare word names a concept only on the pocket model"):
         uce.fit(model, "red")
+
+
+def test_a_shorter_encoding_equals_the_first_positions_of_the_full_one(model64) -> None:
+    prompts = ["a red circle", "a photo of a blue unicorn on a white background"]
+    full = encode_prompts(model64, prompts, "cond")
+    for length in (3, 6, 16):
+        short = encode_prompts(model64, prompts, "cond", length=length)
+        assert short.shape[1] == length
+        torch.testing.assert_close(short, full[:, :length], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="length=0"):
+        encode_prompts(model64, prompts, "cond", length=0)
