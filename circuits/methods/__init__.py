@@ -14,11 +14,11 @@ An :class:`Erasure` is data (a graph of weight edits and a trace), applied by pa
 graph is taken; ``erasure.save(folder)`` / :func:`load` store it as safetensors + JSON.
 """
 
-from circuits.methods import acterase, erasepro, trce, uce
+from circuits.methods import acterase, ant, erasepro, trce, uce
 from circuits.methods.concept import Concept, ConceptError, PromptPair
 from circuits.methods.erasure import Erasure, ErasureFormatError, load
 
 __all__ = [
-    "Concept", "ConceptError", "Erasure", "ErasureFormatError", "PromptPair", "acterase", "erasepro", "load", "trce",
-    "uce",
+    "Concept", "ConceptError", "Erasure", "ErasureFormatError", "PromptPair", "acterase", "ant", "erasepro", "load",
+    "trce", "uce",
 ]
