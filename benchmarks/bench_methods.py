@@ -17,8 +17,9 @@ Issue 7 ("Speed"). Two parts:
    (cProfile) and the biggest entries are printed.
 2. **Sampling under an erasure** costs what plain sampling costs (the weights are swapped once per
    context, not per UNet call): ``circuits.sample(pocket, 16 prompts, steps=25)`` plain vs with
-   ``graph=uce.fit(pocket, circuits.pocket.concept("red"))``, interleaved pairs in alternating order,
-   one thread; the median paired ratio with a seeded bootstrap 95% interval. Goal: <= 1.02x.
+   ``graph=uce.fit(pocket, circuits.pocket.concept("red"))``, and with an empty ``circuits.Graph()`` (the
+   ``intervene`` context alone), in interleaved rounds (order rotated each round), one thread; the median
+   paired ratio erasure / plain with a seeded bootstrap 95% interval. Goal: <= 1.02x.
 
 Run (the numbers in docs/performance.md come from this)::
 
@@ -28,7 +29,7 @@ Run (the numbers in docs/performance.md come from this)::
 slower than one: every LAPACK call waits for the other core); ``--device cuda`` fits on a GPU;
 ``--methods`` picks methods. A method that raises is reported as FAILED and the run goes on.
 ``--quick``: a smoke run in well under a minute (the tiny random pipeline instead of SD1.5 size, one
-thread, one timed fit, 4 prompts x 5 steps x 2 pairs on pocket); its numbers mean nothing.
+thread, one timed fit, 4 prompts x 5 steps x 2 rounds on pocket); its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -330,10 +331,11 @@ def time_text_encoding(model, concept, repeats: int, device: str = "cpu") -> dic
     """Median seconds of the text-encoder passes a fit needs: as the methods run them, and the alternatives.
 
     ``every_prompt``: all target and anchor prompts, padded (what every method did before 4ccd0ac);
-    ``as_methods``: ``common.text_embeddings`` on the target batch and on the anchor batch, as the methods
-    call it (since 4ccd0ac it encodes each distinct prompt once: an empty anchor makes 20 anchor prompts 5);
-    ``unique_to_first_eot``: each distinct prompt once, the sequence cut after the longest prompt's first
-    [EoT] (exact up to there: CLIP's text attention is causal), enough for positions "eot"/"keyword".
+    ``distinct``: ``common.text_embeddings`` on the target batch and on the anchor batch at full length
+    (since 4ccd0ac each distinct prompt once: an empty anchor makes 20 anchor prompts 5): what UCE
+    ("keyword+eot") and ErasePro ("all") read; ``unique_to_first_eot``: each distinct prompt once, the
+    sequence cut after the longest prompt's first [EoT] (exact up to there: CLIP's text attention is
+    causal): what positions "eot"/"keyword" need (TRCE stage 1 since 008e3c2).
     ``max_abs_diff_first_eot`` checks that the cut gives the same first-[EoT] embeddings.
     """
     from circuits.methods.common import text_embeddings
@@ -357,7 +359,7 @@ def time_text_encoding(model, concept, repeats: int, device: str = "cpu") -> dic
 
     variants = {
         "every_prompt": every_prompt,
-        "as_methods": lambda: (text_embeddings(model, targets), text_embeddings(model, anchors)),
+        "distinct": lambda: (text_embeddings(model, targets), text_embeddings(model, anchors)),
         "unique_to_first_eot": truncated,
     }
     out: dict[str, Any] = {}
@@ -380,6 +382,26 @@ def time_text_encoding(model, concept, repeats: int, device: str = "cpu") -> dic
         "positions": model.tokenizer.model_max_length,
     }
     return out
+
+
+def swap_cost(model, concept, repeats: int = 5) -> dict[str, Any]:
+    """Seconds to enter and leave ``intervene(model, erasure)`` once (what sampling under it pays per call).
+
+    The UCE erasure: one ``WeightEdit`` per cross-attention K/V (32 at SD1.5 size).
+    """
+    import circuits
+
+    try:
+        erasure = method_fits()["UCE"](model, concept)
+    except Exception as error:  # noqa: BLE001
+        return {"error": f"{type(error).__name__}: {error}"}
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        with circuits.intervene(model, erasure):
+            pass
+        times.append(time.perf_counter() - start)
+    return {"edits": len(erasure.graph), "median_s": statistics.median(times[1:]), "times_s": times[1:]}
 
 
 def summarise_profile(profiler: cProfile.Profile, wall: float, top: int = 18) -> dict[str, Any]:
@@ -444,7 +466,12 @@ def median_ci(values: list[float], level: float = 0.95, resamples: int = 2000) -
     return medians[int(tail * resamples)], medians[int((1 - tail) * resamples) - 1]
 
 
-def sampling_bench(n_prompts: int, steps: int, pairs: int) -> dict[str, Any]:
+def sampling_bench(n_prompts: int, steps: int, rounds: int) -> dict[str, Any]:
+    """``rounds`` interleaved rounds of plain sampling, sampling under an empty graph, and under the erasure.
+
+    Each round runs the three in an order rotated by one per round. The headline is erasure / plain per
+    round; erasure / empty isolates the weight edit from the ``intervene`` context itself.
+    """
     import circuits
     from circuits.methods import uce
 
@@ -455,17 +482,16 @@ def sampling_bench(n_prompts: int, steps: int, pairs: int) -> dict[str, Any]:
     fit_s = time.perf_counter() - start
     params = [edit.param for edit in erasure.graph]
     originals = {p: model.parameter(p).detach().clone() for p in params}
-
-    def plain():
-        return circuits.sample(model, prompts, steps=steps, progress=False)
-
-    def edited():
-        return circuits.sample(model, prompts, steps=steps, progress=False, graph=erasure)
+    variants = {
+        "plain": lambda: circuits.sample(model, prompts, steps=steps, progress=False),
+        "empty": lambda: circuits.sample(model, prompts, steps=steps, progress=False, graph=circuits.Graph()),
+        "erasure": lambda: circuits.sample(model, prompts, steps=steps, progress=False, graph=erasure),
+    }
 
     # checks: the edit changes the images, and the weights come back bitwise afterwards
-    a, b = plain().images[0], edited().images[0]
     import numpy as np
 
+    a, b = variants["plain"]().images[0], variants["erasure"]().images[0]
     changed = not np.array_equal(np.asarray(a), np.asarray(b))
     restored = all(torch.equal(model.parameter(p).detach(), w) for p, w in originals.items())
 
@@ -477,37 +503,39 @@ def sampling_bench(n_prompts: int, steps: int, pairs: int) -> dict[str, Any]:
             pass
         swaps.append(time.perf_counter() - begin)
 
-    t_plain, t_edit, ratios = [], [], []
-    for i in range(pairs):
-        order = (("p", plain), ("e", edited)) if i % 2 == 0 else (("e", edited), ("p", plain))
-        pair = {}
-        for label, fn in order:
+    names = list(variants)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(rounds):
+        for name in names[i % 3:] + names[: i % 3]:
             gc.collect()
             begin = time.perf_counter()
-            fn()
-            pair[label] = time.perf_counter() - begin
-        t_plain.append(pair["p"])
-        t_edit.append(pair["e"])
-        ratios.append(pair["e"] / pair["p"])
-        print(f"  pair {i + 1}/{pairs}: plain {pair['p']:.3f} s, erasure {pair['e']:.3f} s, "
-              f"ratio {ratios[-1]:.3f}", flush=True)
-    median = statistics.median(ratios)
+            variants[name]()
+            times[name].append(time.perf_counter() - begin)
+        print(f"  round {i + 1}/{rounds}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names)
+              + f"; erasure/plain {times['erasure'][-1] / times['plain'][-1]:.3f}", flush=True)
+
+    def paired(num: str, den: str) -> dict[str, Any]:
+        ratios = [x / y for x, y in zip(times[num], times[den])]
+        return {"ratios": ratios, "median": statistics.median(ratios), "ci95": median_ci(ratios)}
+
+    headline = paired("erasure", "plain")
     return {
         "model": "pocket",
         "prompts": prompts,
         "steps": steps,
-        "pairs": pairs,
+        "rounds": rounds,
         "erasure": f"uce.fit(pocket, concept('red')): {len(erasure.graph)} weight edits",
         "uce_fit_s": fit_s,
-        "plain_s": t_plain,
-        "erasure_s": t_edit,
-        "ratios": ratios,
-        "median_paired_ratio": median,
-        "paired_ratio_ci95": median_ci(ratios),
-        "ratio_of_medians": statistics.median(t_edit) / statistics.median(t_plain),
+        "times_s": times,
+        "median_paired_ratio": headline["median"],
+        "paired_ratio_ci95": headline["ci95"],
+        "ratios": headline["ratios"],
+        "erasure_over_empty": paired("erasure", "empty"),
+        "empty_over_plain": paired("empty", "plain"),
+        "ratio_of_medians": statistics.median(times["erasure"]) / statistics.median(times["plain"]),
         "swap_enter_exit_ms_median": 1e3 * statistics.median(swaps),
         "goal": SAMPLING_GOAL,
-        "met": median <= SAMPLING_GOAL,
+        "met": headline["median"] <= SAMPLING_GOAL,
         "checks": {"images_changed": changed, "weights_restored_bitwise": restored},
     }
 
@@ -563,9 +591,13 @@ def print_fit(fit: dict[str, Any]) -> None:
         e = run["text_encoding_s"]
         n = e["prompts"]
         print(f"text encoding: every prompt ({n['every_prompt']} x {n['positions']} tokens) {e['every_prompt']:.2f} s; "
-              f"as the methods call it {e['as_methods']:.2f} s; distinct prompts ({n['unique']}) cut after the first "
+              f"distinct prompts ({n['unique']}) {e['distinct']:.2f} s; distinct prompts cut after the first "
               f"[EoT] ({n['tokens_cut']} tokens) {e['unique_to_first_eot']:.2f} s "
               f"(first-[EoT] max abs diff {e['max_abs_diff_first_eot']:.1e})")
+        swap = run["swap_s"]
+        if "error" not in swap:
+            print(f"entering + leaving intervene(model, UCE erasure) ({swap['edits']} weight edits): "
+                  f"{1e3 * swap['median_s']:.1f} ms")
         for name, prof in run["profiles"].items():
             print_profile(f"{name} ({run['threads']} threads)", prof)
 
@@ -581,7 +613,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed fits per method (median reported)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed fits per method first")
     parser.add_argument("--seed", type=int, default=0, help="torch.manual_seed of the random SD1.5-size weights")
-    parser.add_argument("--pairs", type=int, default=7, help="interleaved plain/erasure sampling pairs")
+    parser.add_argument("--rounds", type=int, default=7,
+                        help="interleaved sampling rounds (plain, empty graph, erasure; order rotated)")
     parser.add_argument("--prompts", type=int, default=16, help="prompts per sampling run")
     parser.add_argument("--steps", type=int, default=25, help="sampling steps")
     parser.add_argument("--skip", choices=("fit", "sample"), action="append", default=[], help="skip a part")
@@ -594,11 +627,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fallback-tokenizer", action="store_true",
                         help="use the word-list tokenizer padded to 77 even if SD's can be built")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run (< 1 min): tiny pipeline, 1 thread, 1 fit each, 4 prompts x 5 steps x 2 pairs")
+                        help="smoke run (< 1 min): tiny pipeline, 1 thread, 1 fit each, 4 prompts x 5 steps x 2 rounds")
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args(argv)
     if args.quick:  # one thread: on a busy machine two threads make every small op wait for the other core
-        args.repeats, args.warmup, args.pairs, args.prompts, args.steps = 1, 0, 2, 4, 5
+        args.repeats, args.warmup, args.rounds, args.prompts, args.steps = 1, 0, 2, 4, 5
         args.threads = args.threads or [1]
     args.threads = args.threads or [2]
 
@@ -642,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
                     profiles[name] = profile_fit(model, concept, name, args.device)
             runs[str(threads)] = {
                 "threads": torch.get_num_threads(), "methods": fits, "text_encoding_s": encode,
-                "profiles": profiles, "loadavg_after": os.getloadavg(),
+                "swap_s": swap_cost(model, concept), "profiles": profiles, "loadavg_after": os.getloadavg(),
             }
         payload["fit"] = {
             "model": "tiny" if args.quick else "sd15-random", "model_info": model_info,
@@ -654,9 +687,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if "sample" not in args.skip:
         torch.set_num_threads(1)
-        print(f"\nsampling on pocket: {args.prompts} prompts x {args.steps} steps, {args.pairs} interleaved pairs, "
+        print(f"\nsampling on pocket: {args.prompts} prompts x {args.steps} steps, {args.rounds} interleaved rounds, "
               f"torch threads {torch.get_num_threads()}", flush=True)
-        payload["sample"] = sampling_bench(args.prompts, args.steps, args.pairs)
+        payload["sample"] = sampling_bench(args.prompts, args.steps, args.rounds)
         payload["sample"]["threads"] = torch.get_num_threads()
     info["loadavg_end"] = os.getloadavg()
 
@@ -666,12 +699,15 @@ def main(argv: list[str] | None = None) -> None:
     if "sample" in payload:
         s = payload["sample"]
         lo, hi = s["paired_ratio_ci95"]
+        e, z = s["erasure_over_empty"], s["empty_over_plain"]
         print(f"\nsampling under a UCE erasure / plain (pocket, {len(s['prompts'])} prompts x {s['steps']} steps, "
-              f"{s['pairs']} pairs, 1 thread):")
+              f"{s['rounds']} interleaved rounds, 1 thread):")
         print(f"  median paired ratio {s['median_paired_ratio']:.3f} [95% CI {lo:.3f}-{hi:.3f}], ratio of medians "
-              f"{s['ratio_of_medians']:.3f}; plain median {statistics.median(s['plain_s']):.2f} s; weight swap "
-              f"(enter + exit) {s['swap_enter_exit_ms_median']:.2f} ms; goal <= {s['goal']:.2f}x: "
-              f"{'met' if s['met'] else 'MISSED'}")
+              f"{s['ratio_of_medians']:.3f}; plain median {statistics.median(s['times_s']['plain']):.2f} s; "
+              f"goal <= {s['goal']:.2f}x: {'met' if s['met'] else 'MISSED'}")
+        print(f"  erasure / empty graph {e['median']:.3f} [{e['ci95'][0]:.3f}-{e['ci95'][1]:.3f}]; empty graph / plain "
+              f"{z['median']:.3f} [{z['ci95'][0]:.3f}-{z['ci95'][1]:.3f}]; weight swap (enter + exit) "
+              f"{s['swap_enter_exit_ms_median']:.2f} ms")
         print(f"  checks: {s['checks']}")
     print(f"machine: {info}")
     if args.json:
