@@ -99,24 +99,13 @@ TINY_CONCEPT = dict(
 # --------------------------------------------------------------------------------------------
 # SD1.x tokenizer, offline
 # --------------------------------------------------------------------------------------------
-def _bytes_to_unicode() -> dict[int, str]:
-    """CLIP/GPT-2's reversible byte -> printable character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs]))
-
-
 def _write_sd_tokenizer_files(bpe_gz: bytes, folder: Path) -> None:
     """vocab.json + merges.txt of SD1.x's tokenizer from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``."""
     lines = gzip.decompress(bpe_gz).decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]  # as CLIP's SimpleTokenizer
-    chars = list(_bytes_to_unicode().values())
+    from circuits.pocket.tokenizer import bytes_to_unicode  # the same table CLIP and pocket use
+
+    chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
     vocab = {token: index for index, token in enumerate(tokens)}
     if len(vocab) != SD_VOCAB_SIZE:
