@@ -23,7 +23,7 @@ Issue 7 ("Speed"). Two parts:
 
 Run (the numbers in docs/performance.md come from this)::
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_methods.py --json benchmarks/results_methods.json
+    HF_HUB_OFFLINE=1 python benchmarks/bench_methods.py --threads 2 1 --rounds 15 --json benchmarks/results_methods.json
 
 ``--threads 2 1`` times the fits at each thread count (on a busy shared machine two threads can be far
 slower than one: every LAPACK call waits for the other core); ``--device cuda`` fits on a GPU;
