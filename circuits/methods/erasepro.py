@@ -195,7 +195,9 @@ def trace(model: Diffusion, concept: Concept, config: Config, graph: Graph, step
     rows = []
     for s in steps:
         x_after = seen[s.input_site] if s.input_site else final
-        stats = features.setdefault(id(s.amap), LayerFeatures(s.x_before, x_after, s.y, s.amap))
+        if id(s.amap) not in features:  # one per feature set, not per projection (setdefault would build 68)
+            features[id(s.amap)] = LayerFeatures(s.x_before, x_after, s.y, s.amap)
+        stats = features[id(s.amap)]
         rows.append(stats.row(s.param, s.weight, s.delta, stage=s.stage, layer=s.layer))
     return rows
 
