@@ -43,7 +43,6 @@ import gzip
 import io
 import json
 import os
-import platform
 import pstats
 import random
 import shlex
@@ -530,38 +529,6 @@ def sampling_bench(n_prompts: int, steps: int, rounds: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpus": os.cpu_count(),
-        "loadavg_start": os.getloadavg(),
-    }
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        root = Path(__file__).resolve().parent.parent
-        info["git_commit"] = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        status = ["git", "status", "--porcelain", "--untracked-files=no", "circuits"]
-        info["circuits_dirty"] = bool(subprocess.run(status, cwd=root, capture_output=True, text=True).stdout)
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    for pkg in ("diffusers", "transformers"):
-        try:
-            info[pkg] = __import__(pkg).__version__
-        except Exception:  # noqa: BLE001
-            info[pkg] = None
-    return info
-
-
 def print_fit(fit: dict[str, Any]) -> None:
     info = fit["model_info"]
     for run in fit["runs"].values():
@@ -627,6 +594,8 @@ def main(argv: list[str] | None = None) -> None:
     command = "HF_HUB_OFFLINE=1 python " + " ".join(
         shlex.quote(a) for a in [os.path.relpath(__file__)] + (sys.argv[1:] if argv is None else argv)
     )
+    from bench_hooks import machine  # one machine record for every benchmark (same folder)
+
     info = machine()
     info["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     print(f"command: {command}\ncommit: {info.get('git_commit')} (circuits dirty: {info.get('circuits_dirty')}), "
