@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,34 @@ def _from_pipeline(pipe: Any, source: str = "<pipeline>") -> Diffusion:
     )
 
 
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Silence what transformers and diffusers print while a pipeline loads and a user cannot act on
+    (torchvision fallback notices, "install accelerate" advice, per-component progress bars).
+
+    Their verbosity and progress-bar settings are restored on exit, so a user's own logging
+    configuration is left as it was; errors still raise.
+    """
+    import diffusers.utils.logging as diffusers_logging
+    import transformers.utils.logging as transformers_logging
+
+    libraries = (transformers_logging, diffusers_logging)
+    saved = [(lib, lib.get_verbosity(), lib.is_progress_bar_enabled()) for lib in libraries]
+    for lib, _, _ in saved:
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, verbosity, bars in saved:
+            lib.set_verbosity(verbosity)
+            if bars:
+                lib.enable_progress_bar()
+
+
 def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Diffusion:
-    from diffusers import StableDiffusionPipeline
+    with quiet_libraries():
+        from diffusers import StableDiffusionPipeline
 
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
@@ -82,21 +110,23 @@ def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Dif
             "point at the folder that StableDiffusionPipeline.save_pretrained wrote"
         )
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            folder,
-            dtype=dtype or torch.float32,
-            local_files_only=True,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        with quiet_libraries():
+            pipe = StableDiffusionPipeline.from_pretrained(
+                folder,
+                dtype=dtype or torch.float32,
+                local_files_only=True,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"failed to load the pipeline in {folder}: {error}") from error
     return _from_pipeline(pipe, source=source)
 
 
 def _from_hub(hub_id: str, dtype: torch.dtype | None) -> Diffusion:
-    from diffusers import StableDiffusionPipeline
+    with quiet_libraries():
+        from diffusers import StableDiffusionPipeline
 
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:

@@ -6,11 +6,12 @@ helpers ``sample`` uses, so their text embeddings, schedules, decoding and step 
 """
 
 from circuits.context import StepContext, publish_context
-from circuits.sampling.guidance import CFG, ReversedCFG
+from circuits.sampling.guidance import CFG, ReversedCFG, Rowwise
 from circuits.sampling.result import SampleResult, Trajectory
 from circuits.sampling.sampler import SCHEDULERS, decode, encode_prompts, make_scheduler, sample
+from circuits.sampling.sweep import SweepResult, Variant, sweep
 
 __all__ = [
-    "CFG", "SCHEDULERS", "ReversedCFG", "SampleResult", "StepContext", "Trajectory", "decode", "encode_prompts",
-    "make_scheduler", "publish_context", "sample",
+    "CFG", "SCHEDULERS", "ReversedCFG", "Rowwise", "SampleResult", "StepContext", "SweepResult", "Trajectory",
+    "Variant", "decode", "encode_prompts", "make_scheduler", "publish_context", "sample", "sweep",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float
 from torch import Tensor
 
@@ -46,3 +47,41 @@ class ReversedCFG(CFG):
 
     def direction_sign(self, timestep: float) -> float:
         return -1.0 if float(timestep) <= self.t_prime else 1.0
+
+
+@dataclass(frozen=True)
+class Rowwise:
+    """A different guidance for each block of prompts in one batch: ``Rowwise(((CFG(7.5), 4),
+    (ReversedCFG(7.5, 300), 4)))`` guides prompts 0-3 by plain CFG and 4-7 by ANT's reversal.
+
+    How a sweep over guidance settings (ANT's t') runs as one batched sampling call: the UNet sees
+    the whole batch once per step, and each block combines its own rows. Every block computes the
+    unconditional branch when any block needs it (``CFG(s <= 1)`` then returns the conditional
+    prediction, as without it).
+    """
+
+    blocks: tuple[tuple[CFG, int], ...]
+
+    def __post_init__(self) -> None:
+        for block in self.blocks:
+            if not (isinstance(block, tuple) and len(block) == 2 and isinstance(block[0], CFG)
+                    and isinstance(block[1], int) and block[1] > 0):  # fmt: skip
+                raise ValueError(f"Rowwise: block {block!r} must be (guidance, number_of_prompts > 0)")
+
+    @property
+    def rows(self) -> int:
+        return sum(count for _, count in self.blocks)
+
+    @property
+    def uses_uncond(self) -> bool:
+        return any(guide.uses_uncond for guide, _ in self.blocks)
+
+    def combine(self, eps_uncond: Eps, eps_cond: Eps, timestep: float) -> Eps:
+        if eps_cond.shape[0] != self.rows:
+            raise ValueError(f"Rowwise guidance covers {self.rows} prompts but the batch has {eps_cond.shape[0]}")
+        parts, start = [], 0
+        for guide, count in self.blocks:
+            stop = start + count
+            parts.append(guide.combine(eps_uncond[start:stop], eps_cond[start:stop], timestep))
+            start = stop
+        return torch.cat(parts)

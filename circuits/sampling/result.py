@@ -34,7 +34,7 @@ class SampleResult:
     images: list[Any]
     latents: Float[Tensor, "batch channels height width"]
     prompts: list[str]
-    seed: int
+    seed: int | list[int]
     timesteps: list[float]
     trajectory: Trajectory | None = None
     captures: Captures = field(default_factory=Captures)

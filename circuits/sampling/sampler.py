@@ -13,7 +13,7 @@ trajectory in the same batched call (ActErase's collection, Alg. 1 lines 4-5 and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -75,7 +75,7 @@ def sample(
     model: Diffusion,
     prompts: str | Sequence[str],
     *,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     steps: int = 25,
     guidance_scale: float = 7.5,
     guidance: CFG | None = None,
@@ -90,11 +90,14 @@ def sample(
     progress: bool = True,
     grad: bool = False,
     follow: Mapping[int, int] | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> SampleResult:
     """Generate images for ``prompts``, optionally under an intervention ``graph``.
 
     ``seed=s`` draws the initial noise exactly as the pipeline does with
-    ``generator=torch.Generator(device).manual_seed(s)``. ``guidance`` overrides ``guidance_scale``
+    ``generator=torch.Generator(device).manual_seed(s)``; ``seed=[s0, s1, ...]`` (one per prompt)
+    as it does with one generator per prompt, so a prompt's image depends on its own seed only, not
+    on the batch around it (what batched sweeps rely on). ``guidance`` overrides ``guidance_scale``
     (e.g. ``circuits.ReversedCFG(7.5, t_prime=500)``). ``record=True`` keeps the per-step
     trajectory. ``grad=True`` keeps the autograd graph (for gradient-based methods). ``graph`` is
     anything :func:`circuits.intervene` takes: a Graph, interventions, or an object with ``as_graph()``.
@@ -103,8 +106,11 @@ def sample(
     from ``j``'s initial noise and its latents are replaced by ``j``'s after every step, so its UNet
     activations are those of its own prompt on ``j``'s latents, and its image is ``j``'s. Prompt ``j``
     is sampled exactly as without followers; a leader cannot itself follow.
+
+    ``on_step(i)`` is called after each denoising step (progress bars spanning several calls).
     """
     prompts = check_prompts(prompts)
+    seed = _check_seed(seed, len(prompts))
     tie = _check_follow(follow, len(prompts))
     if isinstance(negative_prompt, str) or negative_prompt is None:
         negatives = [negative_prompt or ""] * len(prompts)
@@ -117,6 +123,9 @@ def sample(
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps={steps!r}: give a positive int")
     guidance = guidance if guidance is not None else CFG(guidance_scale)
+    covered = getattr(guidance, "rows", None)  # Rowwise guidance names how many prompts it covers
+    if covered is not None and covered != len(prompts):
+        raise ValueError(f"guidance={guidance!r} covers {covered} prompts but {len(prompts)} were given")
     size = model.default_size
     height, width = height or size, width or size
     factor = model.vae_scale_factor
@@ -126,14 +135,17 @@ def sample(
     with (intervene(model, graph, strict=strict) if graph is not None else contextlib.nullcontext()) as run:
         with torch.set_grad_enabled(grad):
             result = _sample(
-                model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie
+                model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie,
+                on_step,
             )
         if isinstance(run, Run):
             result.captures = run.captures
     return result
 
 
-def _sample(model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie):
+def _sample(
+    model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie, on_step
+):
     device, n = model.device, len(prompts)
     cfg = guidance.uses_uncond
     if cfg:
@@ -153,7 +165,11 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
 
     from diffusers.utils.torch_utils import randn_tensor
 
-    generator = torch.Generator(device).manual_seed(seed)
+    generator: torch.Generator | list[torch.Generator] = (
+        torch.Generator(device).manual_seed(seed)
+        if isinstance(seed, int)
+        else [torch.Generator(device).manual_seed(s) for s in seed]
+    )
     shape = (n, model.unet.config.in_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype) * sched.init_noise_sigma
     latents = _tie(latents, tie)
@@ -185,6 +201,8 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
             if eps_uncond is not None:
                 traj_uncond.append(eps_uncond.detach().cpu())
         latents = _tie(sched.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0], tie)
+        if on_step is not None:
+            on_step(i)
 
     images = decode(model, latents)
     trajectory = None
@@ -200,6 +218,18 @@ def _sample(model, prompts, negatives, seed, steps, guidance, height, width, rec
     return SampleResult(
         images=images, latents=latents, prompts=list(prompts), seed=seed, timesteps=timesteps, trajectory=trajectory
     )
+
+
+def _check_seed(seed: Any, n: int) -> int | list[int]:
+    """An int, or a list of one int per prompt; anything else is a clear error."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    if isinstance(seed, Sequence) and not isinstance(seed, str):
+        seeds = list(seed)
+        if len(seeds) == n and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            return seeds
+        raise ValueError(f"seed={seed!r}: give one int per prompt ({n} prompts), or a single int for the batch")
+    raise ValueError(f"seed={seed!r}: give an int, or a list of one int per prompt")
 
 
 def _check_follow(follow: Mapping[int, int] | None, n: int) -> tuple[list[int], list[int]] | None:
