@@ -1,5 +1,7 @@
 """Command line: a thin shell over the library.
 
+    circuits list                                     the experiments, one line each
+    circuits run NAME [--model pocket] [--set key=value ...] [--out outputs/NAME] [--fast]
     circuits demo   [--model pocket] [--out outputs/demo]    sample; again with [EoT] attention zeroed; masked
     circuits sample "a red circle" [--seed 0] [--out outputs/sample.png]
     circuits sites  [PATTERN] [--model pocket]
@@ -104,6 +106,44 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_list(args: argparse.Namespace) -> int:
+    from circuits.experiments import experiments
+
+    registered = experiments()
+    width = max(len(name) for name in registered)
+    for name, entry in registered.items():
+        paper = f"[{entry.paper}] " if entry.paper else ""
+        print(f"{name:<{width}}  {paper}{entry.summary}")
+    print("\nrun one with: circuits run NAME [--set key=value ...]; settings: circuits run NAME --show-config")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run a named experiment; write its config, metrics, figures and images to --out."""
+    import json
+
+    from circuits.experiments import get_experiment, resolve_config, run_experiment
+    from circuits.experiments.overrides import config_to_json, parse_assignments
+
+    entry = get_experiment(args.name)
+    overrides = parse_assignments(entry.config, args.set or [], owner=f"experiment {args.name!r}")
+    if args.show_config:
+        base = None
+        if args.fast:
+            base = resolve_config(args.name, **entry.fast)
+        config = resolve_config(args.name, base, **overrides)
+        print(json.dumps(config_to_json(config), indent=2))
+        return 0
+    out = Path(args.out or Path("outputs") / args.name)
+    model = _load(args.model) if args.model == "tiny" else args.model
+    result = run_experiment(args.name, model, out, fast=args.fast, progress=not args.quiet, **overrides)
+    print(result.summary())
+    figures = ", ".join(f"{name}.png" for name in result.figures)
+    rows = len(result.images)
+    print(f"wrote {out}/ (config.json, metrics.json, figures/: {figures or 'none'}; images/: {rows} rows)")
+    return 0
+
+
 def cmd_sites(args: argparse.Namespace) -> int:
     model = _load(args.model)
     for name in model.sites(args.pattern):
@@ -132,6 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--guidance", type=float, default=7.5)
     sample.add_argument("--out", default="outputs/sample.png")
     sample.set_defaults(func=cmd_sample)
+    listing = sub.add_parser("list", help="list the experiments")
+    listing.set_defaults(func=cmd_list)
+    run = sub.add_parser("run", help=cmd_run.__doc__)
+    run.add_argument("name", help="an experiment name (see: circuits list)")
+    run.add_argument("--model", default="pocket", help="'pocket' or a diffusers SD1.x/2.x folder")
+    run.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a config setting, e.g. --set steps=10 --set seeds=0,1 (repeatable)")  # fmt: skip
+    run.add_argument("--out", default=None, help="output folder (default: outputs/NAME)")
+    run.add_argument("--fast", action="store_true", help="the recipe's seconds-long settings (same code paths)")
+    run.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
     sites = sub.add_parser("sites", parents=[common], help="list site names")
     sites.add_argument("pattern", nargs="?", default=None)
     sites.set_defaults(func=cmd_sites)

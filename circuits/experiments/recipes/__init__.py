@@ -1,0 +1,1 @@
+"""One module per experiment family; each registers its recipes with ``circuits.experiments.experiment``."""
