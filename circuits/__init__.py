@@ -32,13 +32,15 @@ _EXPORTS: dict[str, str] = {
     "current_context": "circuits.context",
     "layout": "circuits.tokens",
     "token_mask": "circuits.tokens",
+    "run_experiment": "circuits.experiments.registry",
+    "list_experiments": "circuits.experiments.registry",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
 #: subpackages reachable as attributes without an explicit import (``circuits.pocket.concept("red")``)
-_SUBPACKAGES = ("methods", "pocket", "sampling", "interventions", "sites")
+_SUBPACKAGES = ("methods", "pocket", "sampling", "interventions", "sites", "experiments", "analysis")
 
 
 def __getattr__(name: str) -> Any:
@@ -60,6 +62,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from circuits.context import current_context, step_context
+    from circuits.experiments.registry import list_experiments, run_experiment
     from circuits.interventions.activation import Ablate, MaskedPatch, Replace, Scale
     from circuits.interventions.capture import Capture
     from circuits.interventions.graph import Graph

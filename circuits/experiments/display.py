@@ -47,6 +47,14 @@ def result_html(result: "ExperimentResult") -> str:
             f"src='data:image/png;base64,{_figure_png(figure)}'/>"
             f"<figcaption style='font-size:80%'>{html.escape(name)}</figcaption></figure>"
         )
+    if result.config is not None:
+        import json
+
+        from circuits.experiments.overrides import config_to_json
+
+        text = json.dumps(config_to_json(result.config), indent=1)
+        summary = "<summary>config</summary>"
+        parts.append(f"<details style='font-size:80%'>{summary}<pre>{html.escape(text)}</pre></details>")
     if result.out is not None:
         parts.append(f"<p style='font-size:80%'>written to <code>{html.escape(str(result.out))}</code></p>")
     parts.append("</div>")
