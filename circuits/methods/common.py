@@ -129,15 +129,16 @@ class LayerFeatures:
         self._before_gram, self._after_gram = unedited @ unedited.T, edited @ edited.T
 
     def row(self, param: str, weight: Tensor, delta: Tensor, **extra: Any) -> dict[str, Any]:
-        from circuits.methods.linalg import quadratic_norm
+        from circuits.methods.linalg import quadratic_norms
 
-        scale = quadratic_norm(weight, self._anchor_gram) or 1.0
+        anchor, after, before = quadratic_norms(weight, (self._anchor_gram, self._after_gram, self._before_gram))
+        scale = anchor or 1.0
         return {
             "param": param,
             **extra,
             **self.common,
-            "residual": quadratic_norm(weight, self._after_gram) / scale,
-            "residual_before": quadratic_norm(weight, self._before_gram) / scale,
+            "residual": after / scale,
+            "residual_before": before / scale,
             "delta_norm": float(torch.linalg.matrix_norm(delta.to(torch.float64))),
             "weight_norm": float(torch.linalg.matrix_norm(weight.detach().to(torch.float64))),
             "rank": self.amap.rank,

@@ -17,6 +17,7 @@ Solutions are computed in float64 and returned in ``W_o``'s dtype.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -157,6 +158,16 @@ def quadratic_norm(weight: Tensor, gram: Tensor) -> float:
     """``||W R||_F`` from ``G = R R^T``: ``sqrt(sum(W * (W G)))`` (an ``out x d x d`` product, not ``out x d x n``)."""
     w = weight.detach().to(gram.dtype)
     return float(torch.sum(w * (w @ gram)).clamp_min(0.0).sqrt())
+
+
+def quadratic_norms(weight: Tensor, grams: Sequence[Tensor]) -> list[float]:
+    """``||W R_i||_F`` for several ``G_i = R_i R_i^T`` of the same size: ``sqrt(<G_i, W^T W>)``, with the
+    ``out x d x d`` product ``W^T W`` formed once for all of them (one row of a trace reads three)."""
+    if not grams:
+        return []
+    w = weight.detach().to(grams[0].dtype)
+    outer = w.T @ w
+    return [float(torch.sum(gram * outer).clamp_min(0.0).sqrt()) for gram in grams]
 
 
 def relative_residual(weight: Tensor, inputs: Tensor, targets: Tensor) -> float:

@@ -67,9 +67,11 @@ class Diffusion:
             name = f"{self.sites.canonical(module_path)}.{leaf}"
         component, _, path = name.partition(".")
         root = {"unet": self.unet, "text_encoder": self.text_encoder}.get(component)
-        params = dict(root.named_parameters()) if root is not None else {}
-        if path in params:
-            return params[path]
+        if root is not None:
+            try:  # walks the module path: no dict of every parameter per lookup (SD1.5 has ~1,000)
+                return root.get_parameter(path)
+            except AttributeError:
+                pass
         all_names = [f"unet.{n}" for n, _ in self.unet.named_parameters()] + [
             f"text_encoder.{n}" for n, _ in self.text_encoder.named_parameters()
         ]
