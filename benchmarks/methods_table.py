@@ -27,53 +27,21 @@ from pathlib import Path
 import torch
 
 import circuits
+from circuits.analysis.benchmark import markdown_table
 from circuits.io import write_json
-from circuits.methods import ant, erasepro, trce, uce
+from circuits.methods import catalog, erasepro, uce
 from circuits.pocket import concept as pocket_concept
 from circuits.pocket.report import erasure_report
 
-METHODS = {
-    "UCE": lambda m, c: uce.fit(m, c),
-    "UCE + preservation": lambda m, c: uce.fit(m, c, preserve_weight=1.0),
-    "ErasePro": lambda m, c: erasepro.fit(m, c),
-    "ErasePro-w": lambda m, c: erasepro.fit(m, c, erasepro.weak()),
-    "TRCE stage 1": lambda m, c: trce.fit(m, c, stages=("text",)),
-    "TRCE stage 1, every [EoT]": lambda m, c: trce.fit(m, c, stages=("text",), positions="eot_all"),
-    "TRCE stage 1, whole sequence": lambda m, c: trce.fit(m, c, stages=("text",), positions="all"),
-    "TRCE stage 1, keyword": lambda m, c: trce.fit(m, c, stages=("text",), positions="keyword"),
-    "TRCE stage 1 + 2": lambda m, c: trce.fit(m, c, trce.pocket(), progress=False),
-    # ActErase: App. A.3's tau, 0.02 for styles (pocket's textures), 0.01 otherwise
-    "ActErase (FFN)": lambda m, c: circuits.methods.acterase.fit(
-        m, c, tau=0.02 if c.target in circuits.pocket.world.TEXTURES else 0.01),
-    "ActErase (cross-attention output)": lambda m, c: circuits.methods.acterase.fit(
-        m, c, layers="cross_attention", score="magnitude",
-        tau=0.02 if c.target in circuits.pocket.world.TEXTURES else 0.01),
-    "ANT": lambda m, c: ant.fit(m, c, ant.pocket(), progress=False),
-}
+# the methods and their pocket settings live in circuits.methods.catalog (shared with the erasure_benchmark
+# experiment); here they are keyed by their table labels ("UCE + preservation"), as the saved JSON rows are
+METHODS = catalog.by_label()
 CONCEPTS = ("red", "circle", "striped")
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.2f}"
 
 
 def render(rows: list[dict], header: bool = True) -> str:
     """The markdown table of result rows (as written to --json)."""
-    unnamed = {r["concept"]: r["unnamed_rate"] for r in rows if r.get("unnamed_rate") is not None}
-    lines = [
-        "| concept | method | target rate before → after | synonym rate before → after | rate unnamed "
-        "| kept (other attributes) | preservation before → after (ratio) | fit s |",
-        "|---|---|---|---|---|---|---|---|",
-    ] if header else []
-    for r in rows:
-        lines.append(
-            f"| {r['concept']} | {r['method']} | {_fmt(r['target_before'])} → **{_fmt(r['target_after'])}** | "
-            f"{_fmt(r['synonyms_before'])} → **{_fmt(r['synonyms_after'])}** | {_fmt(unnamed.get(r['concept']))} | "
-            f"{_fmt(r['kept_before'])} → {_fmt(r['kept_after'])} | "
-            f"{_fmt(r['preservation_before'])} → **{_fmt(r['preservation_after'])}** "
-            f"({r['preservation_ratio']:.2f}) | {r['fit_seconds']:.2f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(rows, header)
 
 
 def render_files(paths: list[str]) -> int:
@@ -94,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4, help="images per prompt (8 prompts per set)")
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS))
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *catalog.names()],
+                        help="table labels or catalog names (circuits.methods.catalog)")
     parser.add_argument("--anchor", default="", help="anchor word for every concept ('' = erase to nothing)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
@@ -115,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         concept = pocket_concept(name, anchor=args.anchor)
         baseline = None
         for method in args.methods:
-            erasure = METHODS[method](model, concept)
+            entry = catalog.get(method)
+            method = entry.label
+            erasure = entry(model, concept)
             report = erasure_report(model, concept, erasure, samples=args.samples, steps=args.steps, baseline=baseline)
             baseline = report
             results.append({"concept": name, "method": method, "fit_seconds": erasure.seconds, **report.summary(),

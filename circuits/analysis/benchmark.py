@@ -1,0 +1,153 @@
+"""The erasure methods compared: the markdown table and the paper-style comparison figure.
+
+Rows are dicts as ``benchmarks/methods_table.py`` writes them to JSON and the ``erasure_benchmark``
+experiment keeps in ``metrics["rows"]``: ``concept``, ``method`` (the table label), ``fit_seconds``
+and the numbers of :meth:`circuits.pocket.report.ErasureReport.summary` (``target_before``,
+``target_after``, ``synonyms_after``, ``unnamed_rate``, ``kept_*``, ``preservation_*``,
+``preservation_ratio``, ``sampling_seconds``). :func:`markdown_table` prints them (the table in
+``docs/methods.md``); :func:`benchmark_figure` draws erased rate against preservation per method and
+concept with the goal region shaded, next to the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from circuits.analysis.style import PALETTE, add_caption, caption_text, image_grid, new_figure, styled
+
+#: the goal of the method issues: erased rate <= 0.2 on target and synonym prompts, preservation ratio >= 0.9
+GOAL_ERASED, GOAL_PRESERVATION = 0.2, 0.9
+MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def meets_goal(row: Mapping[str, Any], erased: float = GOAL_ERASED, preservation: float = GOAL_PRESERVATION) -> bool:
+    """Target (and synonym, where there are any) rate <= ``erased`` and preservation ratio >= ``preservation``."""
+    rates = [row["target_after"]] + ([row["synonyms_after"]] if row.get("synonyms_after") is not None else [])
+    return all(r is not None and r <= erased + 1e-9 for r in rates) and row["preservation_ratio"] >= preservation - 1e-9
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], header: bool = True, *, timing: bool = False,
+                   goal: tuple[float, float] | None = None) -> str:
+    """The methods table in markdown; ``timing`` adds the sampling time (and its ratio to plain sampling),
+    ``goal=(erased, preservation)`` a column saying which rows meet it."""
+    unnamed = {r["concept"]: r["unnamed_rate"] for r in rows if r.get("unnamed_rate") is not None}
+    columns = ["concept", "method", "target rate before → after", "synonym rate before → after", "rate unnamed",
+               "kept (other attributes)", "preservation before → after (ratio)", "fit s"]
+    if timing:
+        columns.append("sampling s (× plain)")
+    if goal is not None:
+        columns.append("goal")
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)] if header else []
+    for r in rows:
+        cells = [
+            r["concept"], r["method"], f"{fmt(r['target_before'])} → **{fmt(r['target_after'])}**",
+            f"{fmt(r['synonyms_before'])} → **{fmt(r['synonyms_after'])}**", fmt(unnamed.get(r["concept"])),
+            f"{fmt(r['kept_before'])} → {fmt(r['kept_after'])}",
+            f"{fmt(r['preservation_before'])} → **{fmt(r['preservation_after'])}** ({r['preservation_ratio']:.2f})",
+            f"{r['fit_seconds']:.2f}",
+        ]  # fmt: skip
+        if timing:
+            ratio = r.get("sampling_ratio")
+            cells.append(f"{r['sampling_seconds']:.1f}" + (f" ({ratio:.2f}×)" if ratio is not None else ""))
+        if goal is not None:
+            cells.append("met" if meets_goal(r, *goal) else "missed")
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, float]) -> None:
+    erased, preservation = goal
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    concepts = list(dict.fromkeys(r["concept"] for r in rows))
+    ratios = [r["preservation_ratio"] for r in rows]
+    top = max(1.1, max(ratios, default=1.0) + 0.05)
+    ax.fill_between([0, erased], preservation, top, color="#009E73", alpha=0.15, lw=0, label="goal region")
+    ax.text(erased / 2, top - 0.02, "goal", ha="center", va="top", fontsize=7, color="#006d50")
+    for c_index, concept in enumerate(concepts):
+        marker = MARKERS[c_index % len(MARKERS)]
+        first = next(r for r in rows if r["concept"] == concept)
+        if first.get("target_before") is not None:
+            ax.plot([first["target_before"]], [1.0], marker=marker, color="0.5", ms=7, ls="none", mfc="white",
+                    label=f"{concept}: no erasure")
+        if first.get("unnamed_rate") is not None:
+            ax.axvline(first["unnamed_rate"], color="0.6", ls=":", lw=1)
+            ax.text(first["unnamed_rate"], 0.02, f" {concept} unnamed", rotation=90, va="bottom", ha="right",
+                    fontsize=6, color="0.45", transform=ax.get_xaxis_transform())
+        for row in rows:
+            if row["concept"] != concept:
+                continue
+            colour = PALETTE[methods.index(row["method"]) % len(PALETTE)]
+            y = row["preservation_ratio"]
+            ax.plot([row["target_after"]], [y], marker=marker, color=colour, ms=7, ls="none", mec="black", mew=0.5)
+            if row.get("synonyms_after") is not None:
+                ax.plot([row["synonyms_after"]], [y], marker=marker, color=colour, ms=5, ls="none", mfc="none")
+                ax.plot([row["target_after"], row["synonyms_after"]], [y, y], color=colour, lw=0.8, alpha=0.6)
+    handles = [ax.plot([], [], marker="o", color=PALETTE[i % len(PALETTE)], ls="none", mec="black", mew=0.5,
+                       label=m)[0] for i, m in enumerate(methods)]  # fmt: skip
+    handles += [ax.plot([], [], marker=MARKERS[i % len(MARKERS)], color="0.3", ls="none", label=f"concept: {c}")[0]
+                for i, c in enumerate(concepts)]  # fmt: skip
+    if any(r.get("synonyms_after") is not None for r in rows):
+        handles.append(ax.plot([], [], marker="o", color="0.3", mfc="none", ls="none", label="synonym prompts")[0])
+    handles.append(ax.plot([], [], marker="o", color="0.5", mfc="white", ls="none", label="no erasure")[0])
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=6)
+    ax.set_xlim(-0.03, 1.03)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("erased-concept rate after erasure (filled: target prompts)")
+    ax.set_ylabel("preservation (accuracy after / before)")
+    ax.set_title("erasure against preservation")
+
+
+def _table(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, float]) -> None:
+    ax.axis("off")
+    columns = ["concept", "method", "target", "synonyms", "preservation (ratio)", "fit s", "sampling s", "goal"]
+    cells, colours = [], []
+    for r in rows:
+        ok = meets_goal(r, *goal)
+        cells.append([
+            r["concept"], r["method"], f"{fmt(r['target_before'])} → {fmt(r['target_after'])}",
+            "–" if r.get("synonyms_after") is None else f"{fmt(r['synonyms_before'])} → {fmt(r['synonyms_after'])}",
+            f"{fmt(r['preservation_before'])} → {fmt(r['preservation_after'])} ({r['preservation_ratio']:.2f})",
+            f"{r['fit_seconds']:.1f}", f"{r.get('sampling_seconds', float('nan')):.1f}", "met" if ok else "missed",
+        ])  # fmt: skip
+        colours.append(["#e5f5ef" if ok else "white"] * len(columns))
+    table = ax.table(cellText=cells, colLabels=columns, cellColours=colours, loc="upper center", cellLoc="center",
+                     colLoc="center")  # fmt: skip
+    table.auto_set_font_size(False)
+    table.set_fontsize(6.5)
+    table.auto_set_column_width(list(range(len(columns))))
+    table.scale(1.0, 1.35)
+    for (i, _), cell in table.get_celld().items():
+        cell.set_edgecolor("0.8")
+        if i == 0:
+            cell.set_text_props(weight="bold")
+    ax.set_title("erased rate before → after, preservation accuracy before → after")
+
+
+@styled
+def benchmark_figure(result: Any) -> dict[str, Any]:
+    """The comparison figure (scatter + table) and, per concept, images of the target prompts under each method."""
+    rows = result.metrics["rows"]
+    config = result.config
+    goal = (getattr(config, "goal_erased", GOAL_ERASED), getattr(config, "goal_preservation", GOAL_PRESERVATION))
+    figure = new_figure(11.0, max(3.4, 1.4 + 0.2 * len(rows)))
+    scatter_ax, table_ax = figure.subplots(1, 2, gridspec_kw={"width_ratios": [1.0, 1.55]})
+    _scatter(scatter_ax, rows, goal)
+    _table(table_ax, rows, goal)
+    caption = caption_text(config, ("concepts", "methods", "prompts_per_set", "seeds", "steps"),
+                           f"goal: erased ≤ {goal[0]:g} on target and synonym prompts, preservation ratio ≥ "
+                           f"{goal[1]:g}; fit and sampling seconds measured in this run")  # fmt: skip
+    add_caption(figure, caption, width=180)
+    figures = {"erasure_benchmark": figure}
+    for concept, prompts in result.metrics.get("image_prompts", {}).items():
+        grid = {key.split("/", 1)[1]: images for key, images in result.images.items() if key.startswith(f"{concept}/")}
+        if grid:
+            figures[f"images_{concept}"] = image_grid(
+                grid, columns=prompts, title=f"erasing {concept!r}: the same noise under each method",
+                caption=caption_text(config, ("steps",), "seed = first of seeds"),
+            )  # fmt: skip
+    return figures

@@ -1,0 +1,246 @@
+"""``erasure_benchmark``: every erasure method side by side on the same pocket concepts (the papers' comparison tables).
+
+The papers compare methods in tables of how much of the concept is left and how much of everything
+else is kept (ErasePro Table 1 and ActErase Table 5 on objects, TRCE Table 1 and ANT Table 1 on
+nudity), and of what each costs (ActErase Table 6, time consumption). Here the pocket oracle makes both a
+measurement: for each concept and each method, the method is fitted with its pocket settings
+(:mod:`circuits.methods.catalog`, the same entries ``benchmarks/methods_table.py`` uses), then the
+pocket evaluation sets (:func:`circuits.pocket.evaluation_sets`: prompts naming the concept, its
+synonyms, the attribute's other values, and the target prompts with the word removed) are sampled
+from the same noise with and without the erasure and read by the oracle
+(:func:`circuits.pocket.report.score_images`, the scoring of ``erasure_report``). Per row: the
+erased-concept rate on target and synonym prompts, the kept attributes, preservation accuracy and
+its ratio to before, fit seconds and sampling seconds (and sampling time per image against plain
+sampling), all measured in the run.
+
+Decisions:
+
+- **Default methods**: UCE, UCE + preservation, ErasePro, TRCE stage 1 and ActErase (FFN), on
+  ``red`` (the concept with synonyms), 8 prompts per set x 2 seeds, 25 steps: about 100 s on 2 idle
+  cores, most of it sampling (5 x 48 images + 64 for the baseline) and ActErase's 30-step
+  collection. TRCE stage 1 + 2 (``"trce"``, ~70 s of fine-tune) and ANT (``"ant"``, 2000
+  fine-tune steps, ~4 min) do not fit the 120 s budget; add them by name
+  (``methods=(..., "trce", "ant")``), as any method of :func:`circuits.methods.catalog.register`.
+- **Batching**: the baseline's four sets are one sweep, each method's three sets another (one
+  sampling call up to ``max_batch`` images). Methods that edit weights cannot share a batch with
+  other variants (:func:`circuits.sampling.sweep` runs them in chunks of their own), so one sweep
+  per method costs the same calls as one sweep of all and gives each method its own sampling time.
+- **Goal**: erased rate <= 0.2 on target and synonym prompts with preservation ratio (accuracy
+  after / before) >= 0.9, as in the method issues; both thresholds are settings. An erasure to the
+  empty anchor cannot go below the "unnamed" rate (how often the model draws the value unasked).
+- Oracle numbers only exist on pocket, so the experiment needs the pocket model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from circuits.analysis.benchmark import benchmark_figure, markdown_table, meets_goal
+from circuits.experiments.overrides import ConfigError
+from circuits.experiments.registry import experiment, show_progress
+from circuits.experiments.result import ExperimentResult
+from circuits.methods import catalog
+from circuits.methods.concept import ConceptError
+from circuits.models.diffusion import Diffusion
+from circuits.pocket.concepts import EvaluationSets, attribute_of, evaluation_sets
+from circuits.pocket.concepts import concept as pocket_concept
+from circuits.pocket.report import ErasureReport, SetScore, score_images
+from circuits.sampling import sweep
+
+
+@dataclass(frozen=True)
+class ErasureBenchmarkConfig:
+    #: pocket concepts, each erased on its own: colours ("red"), shapes ("circle"), textures ("striped")
+    concepts: tuple[str, ...] = ("red",)
+    #: methods by catalog name (circuits.methods.catalog.names()); "trce" (stage 1 + 2) and "ant" fine-tune
+    #: for minutes and are left out of the default
+    methods: tuple[str, ...] = ("uce", "uce+preservation", "erasepro", "trce1", "acterase")
+    #: what the concept is mapped to ("" = nothing, the pocket default)
+    anchor: str = ""
+    #: prompts per evaluation set (target, synonyms, preservation, unnamed)
+    prompts_per_set: int = 8
+    #: one image per prompt and seed, the same noise before and after every erasure
+    seeds: tuple[int, ...] = (0, 1)
+    #: denoising steps and guidance scale of the evaluation sampling
+    steps: int = 25
+    guidance_scale: float = 7.5
+    #: images per sampling call (bounds memory)
+    max_batch: int = 64
+    #: the goal: erased rate at most this on target and synonym prompts ...
+    goal_erased: float = 0.2
+    #: ... with preservation accuracy after / before at least this
+    goal_preservation: float = 0.9
+    #: target prompts (seed = first seed) whose images are kept per method, plus 2 preservation prompts
+    show_prompts: int = 4
+
+
+def _check(config: ErasureBenchmarkConfig) -> list[catalog.Method]:
+    if not config.concepts:
+        raise ConfigError("erasure_benchmark: concepts=() names no concept; give e.g. ('red',) or ('red', 'circle')")
+    for word in config.concepts:
+        try:
+            attribute_of(word)
+        except ConceptError as error:
+            raise ConfigError(f"erasure_benchmark: concepts: {error}") from None
+    if len({attribute_of(w)[1] for w in config.concepts}) != len(config.concepts):
+        raise ConfigError(f"erasure_benchmark: concepts={config.concepts!r} names a concept twice")
+    if not config.methods:
+        raise ConfigError(f"erasure_benchmark: methods=() names no method; methods: {', '.join(catalog.names())}")
+    try:
+        methods = [catalog.get(name) for name in config.methods]
+    except catalog.UnknownMethodError as error:
+        raise ConfigError(f"erasure_benchmark: {error}") from None
+    if len({m.name for m in methods}) != len(methods):
+        raise ConfigError(f"erasure_benchmark: methods={config.methods!r} names a method twice")
+    for name in ("prompts_per_set", "steps", "max_batch"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"erasure_benchmark: {name}={getattr(config, name)} must be >= 1")
+    if not config.seeds:
+        raise ConfigError("erasure_benchmark: seeds=() gives no images; give at least one seed")
+    if config.show_prompts < 0:
+        raise ConfigError(f"erasure_benchmark: show_prompts={config.show_prompts} must be >= 0")
+    return methods
+
+
+def _sample_sets(model: Diffusion, sets: dict[str, tuple[str, ...]], graph: Any, label: str, attribute: str,
+                 value: str, config: ErasureBenchmarkConfig) -> tuple[dict[str, SetScore], float, list[Any]]:
+    """Every set's prompts x seeds in one sweep (chunks of ``max_batch``), scored per set by the oracle."""
+    prompts = [p for prompts in sets.values() for p in prompts]
+    seeds = list(config.seeds)
+    result = sweep(model, prompts, {label: graph}, seeds=seeds, steps=config.steps,
+                   guidance_scale=config.guidance_scale, max_batch=config.max_batch, progress=show_progress())
+    images = result.images[label]
+    scores, start = {}, 0
+    for name, set_prompts in sets.items():
+        count = len(set_prompts) * len(seeds)
+        rows = [p for p in set_prompts for _ in seeds]
+        is_target = name != "preservation"
+        erased, per_attribute, reads = score_images(images[start:start + count], rows, attribute, value,
+                                                    exclude_target=is_target)  # fmt: skip
+        mean = per_attribute.pop("_mean")
+        share = result.seconds * count / len(images)
+        scores[name] = SetScore(list(set_prompts), count, erased if is_target else None, mean, per_attribute, share,
+                                reads)  # fmt: skip
+        start += count
+    return scores, result.seconds, images
+
+
+def _shown(sets: EvaluationSets, images: list[Any], config: ErasureBenchmarkConfig, baseline: bool) -> list[Any]:
+    """Seed-0 images of the first target prompts and the first 2 preservation prompts."""
+    per = len(config.seeds)
+    order = ["target", "synonyms", "preservation"] + (["unnamed"] if baseline else [])
+    offsets, start = {}, 0
+    for name in order:
+        offsets[name] = start
+        start += len(getattr(sets, name)) * per
+    picks = [offsets["target"] + i * per for i in range(min(config.show_prompts, len(sets.target)))]
+    if config.show_prompts:
+        picks += [offsets["preservation"] + i * per for i in range(min(2, len(sets.preservation)))]
+    return [images[i] for i in picks]
+
+
+@experiment("erasure_benchmark", ErasureBenchmarkConfig, draw=benchmark_figure,
+            paper="ErasePro Table 1; ActErase Tables 5-6", needs=("oracle",),
+            fast={"methods": ("uce", "trce1"), "prompts_per_set": 2, "seeds": (0,), "steps": 4, "show_prompts": 2})
+def erasure_benchmark(model: Diffusion, config: ErasureBenchmarkConfig) -> ExperimentResult:
+    """Every erasure method on the same pocket concepts: erased rate, preservation, fit and sampling time."""
+    methods = _check(config)
+    goal = (config.goal_erased, config.goal_preservation)
+    rows: list[dict[str, Any]] = []
+    images: dict[str, list[Any]] = {}
+    image_prompts: dict[str, list[str]] = {}
+    for word in config.concepts:
+        concept = pocket_concept(word, anchor=config.anchor)
+        attribute, value = attribute_of(concept.target)
+        sets = evaluation_sets(concept, n=config.prompts_per_set)
+        named = {"target": sets.target, "synonyms": sets.synonyms, "preservation": sets.preservation}
+        named = {k: v for k, v in named.items() if v}
+        before, plain_seconds, plain_images = _sample_sets(
+            model, {**named, "unnamed": sets.unnamed}, None, "no erasure", attribute, value, config)
+        plain_per_image = plain_seconds / len(plain_images)
+        if config.show_prompts:
+            image_prompts[concept.name] = [*sets.target[:config.show_prompts], *sets.preservation[:2]]
+            images[f"{concept.name}/no erasure"] = _shown(sets, plain_images, config, baseline=True)
+        for method in methods:
+            start = time.perf_counter()
+            erasure = method(model, concept, show_progress())
+            fit_seconds = time.perf_counter() - start
+            after, seconds, method_images = _sample_sets(model, named, erasure, method.label, attribute, value,
+                                                         config)  # fmt: skip
+            report = ErasureReport(concept.name, attribute, value, before, after, len(config.seeds),
+                                   config.seeds[0], config.steps)  # fmt: skip
+            row = {"concept": concept.name, "name": method.name, "method": method.label, "fit_seconds": fit_seconds,
+                   **report.summary(), "sampling_seconds": seconds,
+                   "sampling_ratio": seconds / len(method_images) / plain_per_image,
+                   "images": len(method_images), "notes": list(erasure.notes)}  # fmt: skip
+            row["meets_goal"] = meets_goal(row, *goal)
+            rows.append(row)
+            if config.show_prompts:
+                images[f"{concept.name}/{method.label}"] = _shown(sets, method_images, config, baseline=False)
+        for row in rows:
+            if row["concept"] == concept.name:
+                row["plain_sampling_seconds"] = plain_seconds
+                row["plain_images"] = len(plain_images)
+    table = markdown_table(rows, timing=True, goal=goal)
+    metrics = {"rows": rows, "table_markdown": table, "image_prompts": image_prompts,
+               "goal": {"erased": goal[0], "preservation_ratio": goal[1]},
+               "left_out": [m.name for m in catalog.methods().values() if m.trained and m.name not in config.methods]}
+    met = [r for r in rows if r["meets_goal"]]
+    headline: dict[str, Any] = {"rows meeting the goal": f"{len(met)} of {len(rows)}"}
+    for r in rows:
+        synonyms = "" if r["synonyms_after"] is None else f" (synonyms {r['synonyms_after']:.2f})"
+        headline[f"{r['method']} on {r['concept']}"] = (
+            f"erased {r['target_after']:.2f}{synonyms}, preservation {r['preservation_ratio']:.2f}, "
+            f"fit {r['fit_seconds']:.1f} s")
+    return ExperimentResult(metrics=metrics, headline=headline, notes=_notes(rows, metrics, config, table),
+                            images=images)  # fmt: skip
+
+
+def _notes(rows: list[dict[str, Any]], metrics: dict[str, Any], config: ErasureBenchmarkConfig,
+           table: str) -> list[str]:
+    goal = f"erased <= {config.goal_erased:g} with preservation ratio >= {config.goal_preservation:g}"
+    notes = []
+    for concept in dict.fromkeys(r["concept"] for r in rows):
+        mine = [r for r in rows if r["concept"] == concept]
+        first = mine[0]
+        floor = first["unnamed_rate"]
+        head = (f"{concept}: before erasure {first['target_before']:.2f} of target-prompt images show it "
+                f"({first['unnamed_rate']:.2f} when the prompt does not name it, the floor of an erasure to nothing); "
+                f"preservation accuracy {first['preservation_before']:.2f}.")  # fmt: skip
+        met = [r for r in mine if r["meets_goal"]]
+        if met:
+            said = ", ".join(f"{r['method']} ({r['target_after']:.2f}, ratio {r['preservation_ratio']:.2f})"
+                             for r in met)  # fmt: skip
+            head += f" Meeting the goal ({goal}): {said}."
+        else:
+            best = min(mine, key=lambda r: _distance(r, config))
+            head += (f" No method meets the goal ({goal}); closest: {best['method']} "
+                     f"(erased {best['target_after']:.2f}, ratio {best['preservation_ratio']:.2f}).")  # fmt: skip
+        erasers = [r for r in mine if r["target_after"] <= config.goal_erased]
+        keepers = [r for r in mine if r["preservation_ratio"] >= config.goal_preservation]
+        head += (f" {len(erasers)} of {len(mine)} methods erase to <= {config.goal_erased:g}, {len(keepers)} keep "
+                 f"preservation >= {config.goal_preservation:g}.")  # fmt: skip
+        if floor is not None and any(r["target_after"] < floor for r in mine):
+            below = [r["method"] for r in mine if r["target_after"] < floor]
+            head += f" Below the unnamed floor: {', '.join(below)} (they suppress {concept} even where unasked)."
+        notes.append(head)
+    fastest = min(rows, key=lambda r: r["fit_seconds"])
+    slowest = max(rows, key=lambda r: r["fit_seconds"])
+    ratios = [r["sampling_ratio"] for r in rows]
+    notes.append(f"Fit time from {fastest['fit_seconds']:.2f} s ({fastest['method']}, {fastest['concept']}) to "
+                 f"{slowest['fit_seconds']:.1f} s ({slowest['method']}, {slowest['concept']}); sampling under an "
+                 f"erasure costs {min(ratios):.2f}-{max(ratios):.2f}x plain sampling per image, measured in this run "
+                 "(a weight edit adds nothing per step; an activation patch adds hooks).")  # fmt: skip
+    if metrics["left_out"]:
+        notes.append(f"Not run here: {', '.join(metrics['left_out'])} (fine-tunes, minutes each on a CPU); add them "
+                     f"with methods=(..., {', '.join(repr(n) for n in metrics['left_out'])}).")  # fmt: skip
+    notes.append("Comparison table:\n" + table)
+    return notes
+
+
+def _distance(row: dict[str, Any], config: ErasureBenchmarkConfig) -> float:
+    """How far a row is from the goal region (0 inside it)."""
+    worst = max(row["target_after"], row["synonyms_after"] or 0.0)
+    return max(0.0, worst - config.goal_erased) + max(0.0, config.goal_preservation - row["preservation_ratio"])

@@ -1,0 +1,180 @@
+"""Every erasure method with the settings measured for the pocket model, by one short name.
+
+The methods table (``benchmarks/methods_table.py``, ``docs/methods.md``) and the
+``erasure_benchmark`` experiment fit the same methods the same way; this catalog is where those
+settings live, so the two cannot drift apart::
+
+    from circuits.methods import catalog
+    catalog.names()                              # ('uce', 'uce+preservation', 'erasepro', ...)
+    erasure = catalog.fit("trce1", model, circuits.pocket.concept("red"))
+    catalog.get("acterase").label                # 'ActErase (FFN)', the row name in the tables
+
+Each entry: a short ``name`` (no spaces or commas, so ``--set methods=uce,trce1`` works), the
+``label`` the tables print, ``fit(model, concept, progress)``, whether it fine-tunes (``trained``:
+minutes on a CPU, not seconds) and a one-line ``summary`` of its settings. Where pocket needed
+settings other than the paper's, the method's own ``pocket()`` config says why
+(``trce.pocket()``, ``ant.pocket()``); ActErase uses App. A.3's tau (0.02 for styles, pocket's
+textures; 0.01 otherwise). :func:`register` adds a method of your own (any ``fit`` returning an
+:class:`~circuits.methods.Erasure`), which the benchmark then accepts by name.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from circuits.errors import CircuitsError
+from circuits.methods.concept import Concept
+from circuits.methods.erasure import Erasure
+from circuits.models.diffusion import Diffusion
+
+FitFn = Callable[[Diffusion, Concept, bool], Erasure]
+
+
+class UnknownMethodError(CircuitsError, KeyError):
+    """A method name that is not in the catalog (the message lists the close and the valid ones)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One catalogued method: call it (or ``.fit``) with a model and a concept to get an Erasure."""
+
+    name: str
+    label: str
+    fit: FitFn
+    summary: str
+    trained: bool = False
+
+    def __call__(self, model: Diffusion, concept: Concept, progress: bool = False) -> Erasure:
+        return self.fit(model, concept, progress)
+
+
+def _acterase_tau(concept: Concept) -> float:
+    from circuits.methods import acterase
+    from circuits.pocket.world import TEXTURES
+
+    return acterase.STYLE_TAU if concept.target in TEXTURES else acterase.Config.tau
+
+
+def _uce(**overrides) -> FitFn:
+    def fit(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
+        from circuits.methods import uce
+
+        return uce.fit(model, concept, **overrides)
+
+    return fit
+
+
+def _erasepro(weak: bool = False) -> FitFn:
+    def fit(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
+        from circuits.methods import erasepro
+
+        return erasepro.fit(model, concept, erasepro.weak() if weak else None)
+
+    return fit
+
+
+def _trce_stage1(positions: str = "eot") -> FitFn:
+    def fit(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
+        from circuits.methods import trce
+
+        return trce.fit(model, concept, stages=("text",), positions=positions)
+
+    return fit
+
+
+def _trce(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
+    from circuits.methods import trce
+
+    return trce.fit(model, concept, trce.pocket(), progress=progress)
+
+
+def _acterase(layers: str = "ffn", score: str = "wanda") -> FitFn:
+    def fit(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
+        from circuits.methods import acterase
+
+        return acterase.fit(model, concept, layers=layers, score=score, tau=_acterase_tau(concept))
+
+    return fit
+
+
+def _ant(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
+    from circuits.methods import ant
+
+    return ant.fit(model, concept, ant.pocket(), progress=progress)
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(name: str, label: str, fit: FitFn, summary: str, *, trained: bool = False,
+             replace: bool = False) -> Method:
+    """Add a method: ``fit(model, concept, progress) -> Erasure``; ``name`` is what configs and CLIs take."""
+    if not name or any(c in name for c in " ,=") or name != name.strip():
+        raise ValueError(f"catalog.register: name={name!r}; use a short name without spaces, commas or '='")
+    taken = {m.label: m.name for m in _METHODS.values()}
+    if not replace and (name in _METHODS or (label in taken and taken[label] != name)):
+        raise ValueError(f"catalog.register: {name!r} / {label!r} is already registered (pass replace=True)")
+    _METHODS[name] = Method(name, label, fit, summary, trained)
+    return _METHODS[name]
+
+
+def unregister(name: str) -> None:
+    """Remove a method added with :func:`register` (tests, notebooks)."""
+    _METHODS.pop(name, None)
+
+
+register("uce", "UCE", _uce(), "UCE Eq. 1-2 on every cross-attention K/V, lambda 1, no preservation")
+register("uce+preservation", "UCE + preservation", _uce(preserve_weight=1.0),
+         "UCE with the concept's preservation prompts pinned (weight 1)")
+register("erasepro", "ErasePro", _erasepro(), "ErasePro Alg. 1, zero-residual text Q/K/V then UNet K/V")
+register("erasepro-w", "ErasePro-w", _erasepro(weak=True), "ErasePro-w (App. A.2): Alg. 2, first 5 positions")
+register("trce1", "TRCE stage 1", _trce_stage1(), "TRCE stage 1: closed-form K/V at the first [EoT]")
+register("trce1-eot-all", "TRCE stage 1, every [EoT]", _trce_stage1("eot_all"),
+         "TRCE stage 1 mapping every [EoT] (Table 4 ablation)")
+register("trce1-all", "TRCE stage 1, whole sequence", _trce_stage1("all"),
+         "TRCE stage 1 mapping every position (Table 4 ablation)")
+register("trce1-keyword", "TRCE stage 1, keyword", _trce_stage1("keyword"),
+         "TRCE stage 1 mapping the keyword only (Table 4 ablation)")
+register("trce", "TRCE stage 1 + 2", _trce, "TRCE both stages, trce.pocket() (stage 2: lr 1e-4, 25 steps)",
+         trained=True)
+register("acterase", "ActErase (FFN)", _acterase(), "ActErase Alg. 1 on the FFN hidden activations (WANDA score)")
+register("acterase-xattn", "ActErase (cross-attention output)", _acterase("cross_attention", "magnitude"),
+         "ActErase on the cross-attention outputs (|x| score)")
+register("ant", "ANT", _ant, "ANT, ant.pocket() (2000 masked fine-tune steps)", trained=True)
+
+
+def names() -> tuple[str, ...]:
+    """Every method's short name, in table order."""
+    return tuple(_METHODS)
+
+
+def methods() -> dict[str, Method]:
+    """``{name: Method}`` in table order."""
+    return dict(_METHODS)
+
+
+def by_label() -> dict[str, Method]:
+    """``{label: Method}`` (the row names of the methods table)."""
+    return {m.label: m for m in _METHODS.values()}
+
+
+def get(name: str) -> Method:
+    """The method called ``name`` (a short name or a table label); unknown names list the close ones."""
+    if name in _METHODS:
+        return _METHODS[name]
+    labels = by_label()
+    if name in labels:
+        return labels[name]
+    close = difflib.get_close_matches(str(name), [*_METHODS, *labels], n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    raise UnknownMethodError(f"no method named {name!r}{hint}; methods: {', '.join(_METHODS)}")
+
+
+def fit(name: str, model: Diffusion, concept: Concept, *, progress: bool = False) -> Erasure:
+    """Fit the catalogued method ``name`` on ``concept`` with its pocket settings."""
+    return get(name)(model, concept, progress)
