@@ -8,6 +8,7 @@ import torch
 import circuits
 from circuits.methods import Concept, ConceptError, erasepro, trce, uce
 from circuits.methods.common import ConfigError
+from circuits.methods.linalg import relative_residual
 from circuits.sampling import encode_prompts
 from circuits.tokens import layout
 
@@ -56,6 +57,13 @@ def test_uce_equals_the_argmin_of_its_objective(model64) -> None:
         expected = torch.linalg.lstsq(lhs, rhs).solution.T
         torch.testing.assert_close(w0 + delta, expected, rtol=1e-5, atol=1e-8)
     assert all(row["residual"] > 1e-3 for row in erasure.trace)  # UCE never aligns exactly (Eq. 3)
+    # the trace's residuals (read from Gram matrices) equal ||W X - W0 Y|| / ||W0 Y|| computed directly
+    for row in erasure.trace:
+        w0 = model64.parameter(row["param"]).detach()
+        direct = relative_residual(w0 + edits[row["param"]], x, w0 @ y)
+        before = relative_residual(w0, x, w0 @ y)
+        assert row["residual"] == pytest.approx(direct, rel=1e-4)
+        assert row["residual_before"] == pytest.approx(before, rel=1e-4)
 
 
 def test_erasepro_is_exact_layer_by_layer_where_x_has_full_column_rank(model64) -> None:
