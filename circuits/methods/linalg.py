@@ -89,6 +89,27 @@ def solve_edit(
     )
 
 
+def _small_gram(a: Tensor) -> tuple[Tensor, bool]:
+    """``A A^T`` when ``A`` is wide (more columns than rows), else ``A^T A``: the smaller Gram matrix."""
+    wide = a.shape[1] > a.shape[0]
+    return (a @ a.T if wide else a.T @ a), wide
+
+
+def _kept(values: Tensor, rtol: float) -> Tensor:
+    """Eigenvalues of a Gram matrix that count: ``sigma_i >= rtol * sigma_max`` (``lambda_i >= rtol^2 lambda_max``)."""
+    top = float(values.max()) if values.numel() else 0.0
+    if top <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    return values > max(top * rtol**2, top * 1e-15)
+
+
+def _gram_pinv(gram: Tensor, rtol: float) -> tuple[Tensor, int]:
+    """Truncated pseudo-inverse of a symmetric PSD Gram matrix, and how many eigenvalues were kept."""
+    values, vectors = torch.linalg.eigh(gram)
+    keep = _kept(values, rtol)
+    return (vectors[:, keep] / values[keep]) @ vectors[:, keep].T, int(keep.sum())
+
+
 def pinv(matrix: Float[Tensor, "d n"], rtol: float = DEFAULT_RTOL) -> tuple[Float[Tensor, "n d"], int]:
     """Truncated pseudo-inverse and numerical rank, via the eigendecomposition of the smaller Gram matrix.
 
@@ -97,13 +118,9 @@ def pinv(matrix: Float[Tensor, "d n"], rtol: float = DEFAULT_RTOL) -> tuple[Floa
     fit (768 features, 1,540 token columns) at a fraction of a second per layer.
     """
     a = matrix.to(torch.float64)
-    wide = a.shape[1] > a.shape[0]
-    gram = a @ a.T if wide else a.T @ a
-    values, vectors = torch.linalg.eigh(gram)
-    top = float(values.max()) if values.numel() else 0.0
-    keep = values > max(top * rtol**2, top * 1e-15) if top > 0 else torch.zeros_like(values, dtype=torch.bool)
-    inverse = (vectors[:, keep] / values[keep]) @ vectors[:, keep].T
-    return (a.T @ inverse if wide else inverse @ a.T), int(keep.sum())
+    gram, wide = _small_gram(a)
+    inverse, rank = _gram_pinv(gram, rtol)
+    return (a.T @ inverse if wide else inverse @ a.T), rank
 
 
 @dataclass(frozen=True)
@@ -129,13 +146,17 @@ class AnchorMap:
             raise ValueError(f"AnchorMap: reg={reg} must be >= 0")
         x, y = inputs.to(torch.float64), anchors.to(torch.float64)
         eye = torch.eye(x.shape[0], dtype=torch.float64, device=x.device)
-        inverse, rank = pinv(x, rtol)
+        gram, wide = _small_gram(x)
         if reg > 0:
-            gram = x @ x.T + reg * eye
-            matrix = torch.linalg.solve(gram, y @ x.T + reg * eye, left=False)
+            rank = int(_kept(torch.linalg.eigvalsh(gram), rtol).sum())  # reported, not used by the ridge solve
+            features_gram = gram if wide else x @ x.T
+            matrix = torch.linalg.solve(features_gram + reg * eye, y @ x.T + reg * eye, left=False)
             solver = f"ridge (reg={reg:g})"
         else:
-            matrix = eye + (y - x) @ inverse
+            # M = I + (Y - X) X^+, with X^+ = X^T (X X^T)^+ (wide X) or (X^T X)^+ X^T: products in the order
+            # that never forms the N x d pseudo-inverse itself
+            inverse, rank = _gram_pinv(gram, rtol)
+            matrix = eye + (((y - x) @ x.T) @ inverse if wide else ((y - x) @ inverse) @ x.T)
             solver = "exact" if rank == x.shape[1] else f"least squares (rank {rank} < {x.shape[1]} columns)"
         return cls(matrix, rank, x.shape[1], solver)
 

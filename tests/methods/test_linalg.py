@@ -63,3 +63,22 @@ def test_bad_shapes_are_named() -> None:
     w0, a, b = _random(4, 3, 5)
     with pytest.raises(ValueError, match="needs inputs"):
         solve_edit(w0, a.T, b)
+
+
+@pytest.mark.parametrize("columns", [3, 12, 40])  # tall, square-ish and wide feature matrices
+@pytest.mark.parametrize("deficient", [False, True])
+def test_anchor_map_equals_the_weight_space_solutions(columns: int, deficient: bool) -> None:
+    """``W_o M`` equals ``solve_edit``'s solution, exact/least-squares and ridge, whichever Gram matrix it uses."""
+    from circuits.methods.linalg import AnchorMap
+
+    generator = torch.Generator().manual_seed(columns)
+    x = torch.randn(12, columns, generator=generator, dtype=torch.float64)
+    if deficient:  # repeated columns, as repeated [EoT]s give
+        x[:, 1::2] = x[:, :1]
+    y = torch.randn(12, columns, generator=generator, dtype=torch.float64)
+    w0 = torch.randn(7, 12, generator=generator, dtype=torch.float64)
+    for reg in (0.0, 0.5):
+        amap = AnchorMap.fit(x, y, reg=reg)
+        expected = solve_edit(w0, x, w0 @ y, reg=reg)
+        torch.testing.assert_close(w0 + amap.delta(w0), expected.weight, rtol=1e-9, atol=1e-9)
+        assert amap.rank == expected.rank
