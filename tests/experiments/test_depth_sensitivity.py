@@ -1,0 +1,81 @@
+"""``depth_sensitivity`` (ErasePro Figs. 2e, 5): alpha * ||W|| * I on a shallow and a deep site.
+
+The fast variant samples 2 prompts x 1 seed at 3 steps under alpha 0 and 0.2 on text layer 0 and the
+mid-block cross-attention.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from circuits.experiments import ConfigError, load_result, run_experiment
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory):
+    out = tmp_path_factory.mktemp("depth_sensitivity") / "run"
+    return run_experiment("depth_sensitivity", fast=True, out=out, progress=False), out
+
+
+def test_fast_run_writes_its_folder_and_reads_back(fast):
+    result, out = fast
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["notes"] == result.notes
+    for name in ("depth_sensitivity", "depth_sensitivity_images"):
+        for suffix in ("png", "pdf"):
+            assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 1000
+    assert len(list((out / "images").iterdir())) == 5  # original + 2 sites x 2 alphas
+    assert set(load_result(out).figures) == set(result.figures)
+
+
+def test_alpha_zero_is_plain_sampling(fast):
+    result, _ = fast
+    zero = [r for r in result.metrics["rows"] if r["alpha"] == 0.0]
+    assert {r["site"] for r in zero} == {"shallow", "deep:mid_block"}
+    for row in zero:
+        assert row["pixel_difference"] == 0.0 and row["psnr_db"] is None  # bitwise the unedited images
+        assert row["accuracy"] == result.metrics["original"]["accuracy"]
+        assert result.images[row["variant"]][0].tobytes() == result.images["original"][0].tobytes()
+
+
+def test_damage_numbers_are_sane(fast):
+    result, _ = fast
+    metrics = result.metrics
+    assert metrics["sampling_calls"] == 5  # plain rows share a call; each weight edit runs alone
+    for row in metrics["rows"]:
+        assert row["accuracy"] is None or 0.0 <= row["accuracy"] <= 1.0
+        assert 0.0 <= row["pixel_difference"] <= 255.0
+        params = metrics["sites"][row["site"]]["params"]
+        assert len(params) == 3 and all(p.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight",
+                                                    "to_q.weight", "to_k.weight", "to_v.weight")) for p in params)  # fmt: skip
+        # ||alpha ||W|| I|| / ||W|| = alpha * sqrt(min(out, in)): pocket's text layers are 128 x 128
+        if row["site"] == "shallow":
+            assert row["relative_deviation"] == pytest.approx(row["alpha"] * math.sqrt(128))
+    edited = [r for r in metrics["rows"] if r["alpha"] == 0.2]
+    assert all(r["pixel_difference"] > 0 for r in edited)
+    assert metrics["sites"]["deep:mid_block"]["site"].startswith("unet.mid_block.")
+    assert list(result.images) == ["original", "shallow α=0", "mid_block α=0", "shallow α=0.2", "mid_block α=0.2"]
+    assert all(len(row) == 2 for row in result.images.values())
+    assert any("deep sites do more damage" in note for note in result.notes)
+
+
+def test_bad_settings_say_what_is_valid():
+    with pytest.raises(ConfigError, match=r"deep site 'attn2' matches 7 cross-attention layers.*mid_block"):
+        run_experiment("depth_sensitivity", deep_sites=("attn2",))
+    with pytest.raises(ConfigError, match="matches no cross-attention"):
+        run_experiment("depth_sensitivity", deep_sites=("nowhere",))
+    with pytest.raises(ConfigError, match="alphas"):
+        run_experiment("depth_sensitivity", alphas=(-0.1,))
+    with pytest.raises(ConfigError, match="alphas"):
+        run_experiment("depth_sensitivity", alphas=())
+
+
+def test_runs_on_a_tiny_sd_folder(tiny_dir):
+    result = run_experiment("depth_sensitivity", model=str(tiny_dir), fast=True, alphas=(0.2,),
+                            prompts=("a red circle",), progress=False)  # fmt: skip
+    assert result.metrics["original"]["accuracy"] is None  # no oracle off pocket
+    assert result.metrics["rows"][0]["accuracy"] is None and result.metrics["rows"][0]["pixel_difference"] >= 0
+    assert "depth_sensitivity" in result.figures and not any(k.startswith("accuracy") for k in result.headline)
