@@ -136,6 +136,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out or Path("outputs") / args.name)
     model = _load(args.model) if args.model == "tiny" else args.model
+    changed = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
+    print(f"{args.name} [{entry.paper}]: {entry.summary}" + (f"\n  settings: {changed}" if changed else ""), flush=True)
     result = run_experiment(args.name, model, out, fast=args.fast, progress=not args.quiet, **overrides)
     print(result.summary())
     figures = ", ".join(f"{name}.png" for name in result.figures)
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args)
-    except circuits.errors.CircuitsError as error:
+    except (circuits.errors.CircuitsError, FileExistsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
