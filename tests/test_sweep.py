@@ -72,6 +72,15 @@ def test_sweep_orders_images_prompt_major_over_seeds(model):
             assert result.images["plain"][p * 2 + s] is result.image("plain", p, s)
 
 
+def test_sweep_keeps_each_images_final_latents(model):
+    result = sweep(model, PROMPTS[:2], {"plain": None, "reversed": ReversedCFG(7.5, 500)}, seeds=[3, 4], steps=2,
+                   max_batch=3, progress=False)  # fmt: skip
+    assert result.latents["plain"].shape[0] == 4 and result.latents["plain"].device.type == "cpu"
+    for name, guidance in (("plain", None), ("reversed", ReversedCFG(7.5, 500))):
+        alone = circuits.sample(model, PROMPTS[1], seed=4, steps=2, guidance=guidance, progress=False).latents[0]
+        assert torch.allclose(result.latents[name][1 * 2 + 1], alone.cpu(), atol=1e-4)  # prompt 1, seed 4
+
+
 def test_weight_edits_run_in_chunks_of_their_own(model):
     param = model.sites.cross_attention()[0] + ".to_v.weight"
     weight = model.parameter(param)

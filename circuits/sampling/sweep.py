@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from circuits.interventions.base import Intervention
@@ -49,7 +51,8 @@ class Variant:
 
 @dataclass
 class SweepResult:
-    """Images per variant, prompt-major (prompt ``i``, seed ``j`` at ``i * len(seeds) + j``)."""
+    """Images per variant, prompt-major (prompt ``i``, seed ``j`` at ``i * len(seeds) + j``), and the
+    final latents in the same order (``latents[name]``: one tensor, images x channels x h x w, on CPU)."""
 
     prompts: list[str]
     seeds: list[int]
@@ -57,6 +60,7 @@ class SweepResult:
     calls: int
     seconds: float
     labels: list[str] = field(default_factory=list)
+    latents: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def variants(self) -> list[str]:
@@ -158,6 +162,7 @@ def sweep(
     chunks = _chunks(model, units, solo, max_batch)
 
     images: dict[str, list[Any]] = {name: [] for name in names}
+    latents: dict[str, list[Tensor]] = {name: [] for name in names}
     start = time.perf_counter()
     with tqdm(total=len(chunks) * steps, desc="sweep", disable=not progress, leave=False) as bar:
         for chunk in chunks:
@@ -186,9 +191,10 @@ def sweep(
                 on_step=lambda _: bar.update(1),
                 **sample_kwargs,
             )
-            for unit, image in zip(chunk, result.images):
+            for unit, image, latent in zip(chunk, result.images, result.latents.detach().cpu()):
                 images[names[unit.variant]].append(image)
+                latents[names[unit.variant]].append(latent)
     return SweepResult(
         prompts=list(prompts), seeds=seed_list, images=images, calls=len(chunks),
-        seconds=time.perf_counter() - start, labels=names,
+        seconds=time.perf_counter() - start, labels=names, latents={k: torch.stack(v) for k, v in latents.items()},
     )  # fmt: skip
