@@ -57,7 +57,8 @@ def test_damage_numbers_are_sane(fast):
     edited = [r for r in metrics["rows"] if r["alpha"] == 0.2]
     assert all(r["pixel_difference"] > 0 for r in edited)
     assert metrics["sites"]["deep:mid_block"]["site"].startswith("unet.mid_block.")
-    assert list(result.images) == ["original", "shallow α=0", "mid_block α=0", "shallow α=0.2", "mid_block α=0.2"]
+    assert list(result.images) == [
+        "original", "shallow, α=0", "shallow, α=0.2", "deep mid, α=0", "deep mid, α=0.2"]
     assert all(len(row) == 2 for row in result.images.values())
     assert any("deep sites do more damage" in note for note in result.notes)
 

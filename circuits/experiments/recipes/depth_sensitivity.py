@@ -61,7 +61,7 @@ class DepthSensitivityConfig:
     steps: int = 25
     #: images per sampling call (weight-edit variants never share a call)
     max_batch: int = 32
-    #: prompts (seed 0) shown in the image grid
+    #: prompts (seed 0) shown in the image grid, spread evenly over the prompt list
     show_prompts: int = 4
 
 
@@ -91,10 +91,10 @@ def _check(config: DepthSensitivityConfig) -> None:
         raise ConfigError("depth_sensitivity: steps and max_batch must be >= 1, show_prompts >= 0")
 
 
-def _label(site: str) -> str:
+def _short(site: str) -> str:
     from circuits.experiments.recipes.erasepro_alignment import unet_label
 
-    return f"deep: {unet_label(site)} Q/K/V"
+    return f"deep {unet_label(site)}"
 
 
 @experiment("depth_sensitivity", DepthSensitivityConfig, draw=draw_depth, paper="ErasePro Figs. 2e, 5",
@@ -107,16 +107,18 @@ def depth_sensitivity(model: Diffusion, config: DepthSensitivityConfig) -> Exper
     _check(config)
     deep = {f"deep:{name}": resolve_deep_site(model, name) for name in config.deep_sites}
     first_text = model.sites.text_layers()[0]
-    sites: dict[str, dict[str, Any]] = {"shallow": {"label": "shallow: text layer 0 Q/K/V", "site": first_text}}
-    sites.update({key: {"label": _label(site), "site": site} for key, site in deep.items()})
+    sites: dict[str, dict[str, Any]] = {
+        "shallow": {"label": "shallow: text layer 0 Q/K/V", "short": "shallow", "site": first_text}}
+    for key, site in deep.items():
+        sites[key] = {"label": f"{_short(site)} Q/K/V", "short": _short(site), "site": site}
 
     variants: dict[str, Any] = {"original": None}
     names: dict[tuple[str, float], str] = {}
-    for alpha in config.alphas:
-        for key, site in [("shallow", None), *deep.items()]:
+    for key, site in [("shallow", None), *deep.items()]:  # site-major: the grid's rows are site x alpha
+        for alpha in config.alphas:
             graphs = depth_probe(model, alpha, deep_site=site)
             graph = graphs["shallow" if key == "shallow" else "deep"]
-            name = f"{key.removeprefix('deep:') if key != 'shallow' else 'shallow'} α={alpha:g}"
+            name = f"{sites[key]['short']}, α={alpha:g}"
             names[(key, alpha)] = name
             variants[name] = graph
             ratios = [float(torch.linalg.matrix_norm(e.delta.double()) / torch.linalg.matrix_norm(
@@ -154,9 +156,11 @@ def depth_sensitivity(model: Diffusion, config: DepthSensitivityConfig) -> Exper
             "psnr_db": float(10 * np.log10(255.0**2 / mse)) if mse > 0 else None,  # None: identical images
         })  # fmt: skip
 
-    shown = prompts[: config.show_prompts]
-    step = len(config.seeds)
-    images = {name: swept.images[name][: len(shown) * step : step] for name in variants} if shown else {}
+    # the grid: prompts spread over the list (the defaults name red, circle, striped in blocks of 4), seed 0
+    count = min(config.show_prompts, len(prompts))
+    picked = [round(i * len(prompts) / count) for i in range(count)] if count else []
+    shown = [prompts[i] for i in picked]
+    images = {name: [swept.images[name][i * len(config.seeds)] for i in picked] for name in variants} if picked else {}
     metrics = {
         "prompts": prompts, "seeds": list(config.seeds), "alphas": list(config.alphas), "sites": sites,
         "site_order": list(sites),
@@ -176,7 +180,7 @@ def _summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if before is not None:
         headline["accuracy unedited"] = before
     for key, row in at.items():
-        short = "shallow" if key == "shallow" else key.removeprefix("deep:")
+        short = sites[key]["short"]
         if row["accuracy"] is not None:
             headline[f"accuracy, {short} α={alpha:g}"] = row["accuracy"]
         headline[f"pixel diff, {short} α={alpha:g}"] = row["pixel_difference"]

@@ -295,13 +295,17 @@ def _summarise(layers: list[dict], methods: dict[str, Any], check: dict[str, Any
             continue
         solved = [(c, r, s) for c, r, s in zip(series["columns"], series["rank"], series["solver"]) if s is not None]
         short = [(c, r) for c, r, s in solved if s != "exact"]
+        zero = sum(r < 1e-8 for r in residuals)
         if not short:
             why = "every layer was solved exactly"
         else:
             ranks = [r for _, r in short]
-            why = (f"{len(short)} of {len(solved)} layers have {short[0][0]} token columns of rank {min(ranks)}-"
-                   f"{max(ranks)}, so no weight maps every column exactly (Eq. 5 assumes full column rank) and the "
-                   "solver takes the least-squares solution")  # fmt: skip
+            why = (f"at {len(short)} of {len(solved)} layers the {short[0][0]} token columns have rank {min(ranks)}-"
+                   f"{max(ranks)} (Eq. 5's X^+ needs full column rank), so the solver takes least squares and the "
+                   f"residual is zero (< 1e-8) only where the system is consistent: {zero} of {len(residuals)} layers")
+        if entry["config"].get("propagate") == "original":
+            why += ("; Alg. 2 solves each layer on the original model's features, and the trace measures the residual "
+                    "on the edited model's own, which earlier edits have moved")
         notes.append(f"{entry['label']}: residual {min(residuals):.1e} to {max(residuals):.1e} over the edited layers; "
                      f"{why}.")  # fmt: skip
 
