@@ -148,6 +148,7 @@ def benchmark_figure(result: Any) -> dict[str, Any]:
         if grid:
             figures[f"images_{concept}"] = image_grid(
                 grid, columns=prompts, title=f"erasing {concept!r}: the same noise under each method",
-                caption=caption_text(config, ("steps",), "seed = first of seeds"),
+                caption=caption_text(config, ("steps",), "target prompts, then 2 prompts of other values "
+                                     "(preservation); seed = the first of seeds"),
             )  # fmt: skip
     return figures
