@@ -36,6 +36,12 @@ def _nan(values: list[Any], floor: float | None = None) -> list[float]:
     return out
 
 
+def _ordered(images: dict[str, list[Any]], order: list[str]) -> dict[str, list[Any]]:
+    """Image rows in the experiment's order (a saved result's JSON comes back sorted by name)."""
+    known = [name for name in order if name in images]
+    return {name: images[name] for name in known + [n for n in images if n not in known]}
+
+
 def _stage_separator(ax: Any, layers: list[dict[str, Any]]) -> None:
     stages = [layer["stage"] for layer in layers]
     if "text" in stages and "unet" in stages:
@@ -72,7 +78,7 @@ def draw_alignment(result: Any) -> dict[str, Any]:
         _stage_separator(ax, layers)
     for ax in axes[2:]:
         ax.set_xticks(x, labels, rotation=45, ha="right")
-        ax.set_xlabel("layer: text encoder (T0 = shallowest) | UNet cross-attention")
+        ax.set_xlabel("edited layer (T = text encoder, then UNet)")
     handles, names = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.4", linestyle="--", linewidth=0.9, marker="."))
     names.append("dashed: original model\n(before the edit)")
@@ -81,14 +87,18 @@ def draw_alignment(result: Any) -> dict[str, Any]:
     anchor = repr(concept["anchor"]) if concept["anchor"] else "nothing"
     config = result.config
     projection = getattr(config, "projection", "k")
+    n_text = sum(layer["stage"] == "text" for layer in layers)
     add_caption(figure, caption_text(
         config, ("methods", "projection"),
         f"'{concept['target']}' → {anchor}, {len(concept['templates'])} templates x "
-        f"{1 + len(concept['synonyms'])} words; {projection}-projection of each layer; UNet layers in forward order"))
+        f"{1 + len(concept['synonyms'])} words; {projection}-projection of each layer; T0-T{n_text - 1}: "
+        "text-encoder self-attention, shallow to deep, then the UNet cross-attention layers in forward order"))
     figures = {"erasepro_alignment": figure}
     if result.images:
-        figures["erasepro_alignment_images"] = image_grid(
-            result.images, columns=metrics.get("shown_prompts"), title=f"erasing '{concept['target']}'",
+        order = ["original"] + [methods[name]["label"] for name in metrics.get("order") or list(methods)]
+        figures["images"] = image_grid(
+            _ordered(result.images, order), columns=metrics.get("shown_prompts"),
+            title=f"erasing '{concept['target']}'",
             caption=caption_text(config, ("steps", "seed")))  # fmt: skip
     return figures
 
@@ -128,7 +138,9 @@ def draw_depth(result: Any) -> dict[str, Any]:
         "deep = one UNet cross-attention's Q/K/V"))
     figures = {"depth_sensitivity": figure}
     if result.images:
-        figures["depth_sensitivity_images"] = image_grid(
-            result.images, columns=metrics.get("shown_prompts"), title="images under each deviation (same noise)",
+        order = ["original"] + [row["variant"] for row in rows]
+        figures["images"] = image_grid(
+            _ordered(result.images, order), columns=metrics.get("shown_prompts"),
+            title="images under each deviation (same noise)",
             caption=caption_text(result.config, ("steps",), "rows: site, α"))  # fmt: skip
     return figures

@@ -24,7 +24,7 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
     result, out = fast
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["notes"] == result.notes
-    for name in ("depth_sensitivity", "depth_sensitivity_images"):
+    for name in ("depth_sensitivity", "images"):
         for suffix in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 1000
     assert len(list((out / "images").iterdir())) == 5  # original + 2 sites x 2 alphas

@@ -24,7 +24,7 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
     result, out = fast
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["headline"] == pytest.approx(result.headline)
-    for name in ("erasepro_alignment", "erasepro_alignment_images"):
+    for name in ("erasepro_alignment", "images"):
         for suffix in ("png", "pdf"):
             assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 1000
     assert sorted(p.name for p in (out / "images").iterdir()) == ["00_original", "01_ErasePro", "02_UCE"]
@@ -87,7 +87,7 @@ def test_erasure_check_on_pocket(tmp_path):
     summary = result.metrics["check"]["uce"]
     for key in ("target_before", "target_after", "preservation_before", "preservation_after"):
         assert 0.0 <= summary[key] <= 1.0
-    assert result.images == {} and "erasepro_alignment_images" not in result.figures
+    assert result.images == {} and "images" not in result.figures
     assert any(key.startswith("UCE: erased rate") for key in result.headline)
 
 

@@ -62,7 +62,7 @@ class DepthSensitivityConfig:
     #: images per sampling call (weight-edit variants never share a call)
     max_batch: int = 32
     #: prompts (seed 0) shown in the image grid, spread evenly over the prompt list
-    show_prompts: int = 4
+    show_prompts: int = 3
 
 
 def resolve_deep_site(model: Diffusion, name: str) -> str:
