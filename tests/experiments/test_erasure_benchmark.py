@@ -6,6 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from circuits.analysis.benchmark import markdown_table, meets_goal
@@ -55,8 +56,11 @@ def test_fast_run_rows_rates_and_timings(run):
     noop = rows[2]
     assert noop["target_after"] == noop["target_before"] and noop["preservation_ratio"] == 1.0
     assert noop["kept_after"] == noop["kept_before"] and noop["synonyms_after"] == noop["synonyms_before"]
-    assert result.images["red/no-op (test)"] == result.images["red/no erasure"]
-    assert result.images["red/[EoT] zeroed (test)"] != result.images["red/no erasure"]
+    plain = np.stack([np.asarray(i, dtype=float) for i in result.images["red/no erasure"]])
+    same = np.stack([np.asarray(i, dtype=float) for i in result.images["red/no-op (test)"]])
+    zeroed = np.stack([np.asarray(i, dtype=float) for i in result.images["red/[EoT] zeroed (test)"]])
+    assert np.abs(same - plain).max() <= 2  # batches of other sizes round differently, nothing more
+    assert np.abs(zeroed - plain).mean() > 5
     assert set(result.metrics["left_out"]) == {"trce", "ant"}  # the fine-tunes, not asked for
 
 

@@ -53,7 +53,7 @@ from circuits.sampling import sweep
 @dataclass(frozen=True)
 class ErasureBenchmarkConfig:
     #: pocket concepts, each erased on its own: colours ("red"), shapes ("circle"), textures ("striped")
-    concepts: tuple[str, ...] = ("red",)
+    concepts: tuple[str, ...] = ("red", "circle")
     #: methods by catalog name (circuits.methods.catalog.names()); "trce" (stage 1 + 2) and "ant" fine-tune
     #: for minutes and are left out of the default
     methods: tuple[str, ...] = ("uce", "uce+preservation", "erasepro", "trce1", "acterase")
@@ -143,7 +143,8 @@ def _shown(sets: EvaluationSets, images: list[Any], config: ErasureBenchmarkConf
 
 @experiment("erasure_benchmark", ErasureBenchmarkConfig, draw=benchmark_figure,
             paper="ErasePro Table 1; ActErase Tables 5-6", needs=("oracle",),
-            fast={"methods": ("uce", "trce1"), "prompts_per_set": 2, "seeds": (0,), "steps": 4, "show_prompts": 2})
+            fast={"concepts": ("red",), "methods": ("uce", "trce1"), "prompts_per_set": 2, "seeds": (0,), "steps": 4,
+                  "show_prompts": 2})
 def erasure_benchmark(model: Diffusion, config: ErasureBenchmarkConfig) -> ExperimentResult:
     """Every erasure method on the same pocket concepts: erased rate, preservation, fit and sampling time."""
     methods = _check(config)
