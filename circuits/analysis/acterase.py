@@ -1,0 +1,190 @@
+"""ActErase's diagnostic figures: the masks (Alg. 1 step 1), the module comparison (Table 7) and the merge (Alg. 2).
+
+Each function draws from an experiment result alone (``acterase_masks``, ``patch_modules``,
+``multi_concept``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.patches import Rectangle
+
+from circuits.analysis.style import PALETTE, add_caption, caption_text, curves, heatmap, image_grid, new_figure, styled
+
+
+def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], *, ylabel: str, title: str = "",
+          ylim: tuple[float, float] | None = None, values: bool = False) -> None:
+    """Grouped bars: one group per entry of ``groups``, one bar (colour) per series."""
+    width = 0.8 / max(1, len(series))
+    x = np.arange(len(groups))
+    for index, (label, ys) in enumerate(series.items()):
+        heights = [np.nan if y is None else y for y in ys]
+        offset = (index - (len(series) - 1) / 2) * width
+        bars = ax.bar(x + offset, heights, width, label=label, color=PALETTE[index % len(PALETTE)])
+        if values:
+            for bar, h in zip(bars, heights):
+                if not np.isnan(h):
+                    ax.text(bar.get_x() + bar.get_width() / 2, h, f"{h:.2f}", ha="center", va="bottom", fontsize=5)
+    ax.set_xticks(x, groups, rotation=30 if max(len(g) for g in groups) > 6 else 0, ha="right" if max(
+        len(g) for g in groups) > 6 else "center")  # fmt: skip
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, loc="left")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="x", visible=False)
+    if len(series) > 1:
+        ax.legend(frameon=False, fontsize=6)
+
+
+# -- acterase_masks --------------------------------------------------------------------------
+@styled
+def draw_masks(result: Any) -> dict[str, Any]:
+    """(a) combined-mask density per layer, per concept; (b) density against the agreement threshold;
+    (c) vote fractions; (d) mask overlap between concepts; bottom: the rule's density, layer x step."""
+    metrics = result.metrics
+    entries = metrics["concepts"]
+    agreement = getattr(result.config, "agreement", None)
+    figure = new_figure(10.0, 3.0 + 2.3)
+    top, bottom = figure.subfigures(2, 1, height_ratios=[1.25, 1.0])
+    panels = 4 if metrics["overlap"] else 3
+    axes = top.subplots(1, panels)
+    labels = [layer["label"] for layer in entries[0]["layers"]]
+    _bars(axes[0], labels, {e["concept"]: [layer["density"] for layer in e["layers"]] for e in entries},
+          ylabel="fraction of entries masked", title="(a) mask density per layer")  # fmt: skip
+    curves(axes[1], metrics["agreements"], {e["concept"]: e["density_at_agreement"] for e in entries},
+           xlabel="agreement threshold", ylabel="mask density", title="(b) density vs agreement")
+    if agreement is not None:
+        axes[1].axvline(agreement, color="0.5", linestyle=":", linewidth=0.9)
+    bins = np.linspace(0, 1, 21)
+    centres = (bins[:-1] + bins[1:]) / 2
+    for index, entry in enumerate(entries):
+        total = entry["entries"]
+        hist = [sum(layer["entries"] * layer["vote_histogram"][k] for layer in entry["layers"]) / total
+                for k in range(20)]  # fmt: skip
+        axes[2].step(centres, hist, where="mid", color=PALETTE[index % len(PALETTE)], label=entry["concept"])
+    if agreement is not None:
+        axes[2].axvline(agreement, color="0.5", linestyle=":", linewidth=0.9)
+    axes[2].set_xlabel("vote fraction (Eq. 5 over steps, pairs)")
+    axes[2].set_ylabel("fraction of entries")
+    axes[2].set_title("(c) vote fractions", loc="left")
+    if len(entries) > 1:
+        axes[2].legend(frameon=False)
+    if metrics["overlap"]:
+        pairs = [" / ".join(p["concepts"]) for p in metrics["overlap"]]
+        _bars(axes[3], pairs, {"observed": [p["jaccard"] for p in metrics["overlap"]],
+                               "independent masks": [p["independent"] for p in metrics["overlap"]]},
+              ylabel="Jaccard index of the masks", title="(d) overlap between concepts", values=True)  # fmt: skip
+        axes[3].set_ylim(0, 1.35 * max(max(p["jaccard"], p["independent"]) for p in metrics["overlap"]) + 1e-3)
+        axes[3].legend(frameon=False, fontsize=6, loc="upper right", ncols=2)
+    maps = bottom.subplots(1, len(entries), squeeze=False)[0]
+    vmax = max(max(layer["density_per_step"]) for e in entries for layer in e["layers"])
+    for ax, entry in zip(maps, entries):
+        matrix = [layer["density_per_step"] for layer in entry["layers"]]
+        heatmap(ax, matrix, ylabels=[layer["label"] for layer in entry["layers"]], vmin=0.0, vmax=vmax,
+                title=f"{entry['concept']}: rule density (Eq. 5) per step", cmap="magma",
+                colorbar="fraction of entries" if ax is maps[-1] else None)  # fmt: skip
+        steps = len(entry["density_per_step"])
+        ticks = sorted({0, steps // 2, steps - 1})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.set_xlabel("denoising step (0 = first, noisiest)")
+    taus = ", ".join(f"{e['concept']} {e['tau']:g}" for e in entries)
+    keys = ("layers", "score", "tau", "agreement", "collect_steps", "synonyms")
+    add_caption(figure, caption_text(result.config, keys, f"ActErase masks (tau used: {taus})"))
+    return {"acterase_masks": figure}
+
+
+# -- patch_modules ---------------------------------------------------------------------------
+@styled
+def draw_modules(result: Any) -> dict[str, Any]:
+    """(a) erased rate and preservation per patched module against no patch; (b) mask density per
+    module; and the images of every module's patch."""
+    metrics = result.metrics
+    order = metrics["order"]
+    modules = metrics["modules"]
+    before = metrics["before"]
+    variants = {"no patch": before, **{modules[m]["label"]: modules[m] for m in order}}
+    groups = {"target rate": "target", "synonym rate": "synonyms", "unnamed rate": "unnamed",
+              "kept (other attributes)": "kept", "preservation accuracy": "preservation"}  # fmt: skip
+    groups = {k: v for k, v in groups.items() if before.get(v) is not None}
+    figure = new_figure(9.0, 3.2)
+    axes = figure.subplots(1, 2, width_ratios=[3.0, 1.2])
+    _bars(axes[0], list(groups), {name: [entry[key] for key in groups.values()] for name, entry in variants.items()},
+          ylabel="fraction of images (oracle)", title=f"(a) erasing {metrics['concept']}: rates and preservation",
+          ylim=(0, 1.1), values=True)  # fmt: skip
+    axes[0].legend(frameon=False, fontsize=6, loc="upper left", ncols=2)
+    labels = [modules[m]["label"] for m in order]
+    axes[1].bar(range(len(order)), [modules[m]["density"] for m in order],
+                color=[PALETTE[(i + 1) % len(PALETTE)] for i in range(len(order))])
+    for i, m in enumerate(order):
+        layer_densities = [layer["density"] for layer in modules[m]["layers"]]
+        axes[1].scatter([i] * len(layer_densities), layer_densities, color="0.2", s=6, zorder=3,
+                        label="per layer" if i == 0 else None)  # fmt: skip
+    axes[1].set_xticks(range(len(order)), [label.replace(" ", "\n", 1) for label in labels])
+    axes[1].set_ylabel("fraction of entries masked")
+    axes[1].set_title("(b) mask density", loc="left")
+    axes[1].set_ylim(0, 1)
+    axes[1].grid(axis="x", visible=False)
+    axes[1].legend(frameon=False, fontsize=6)
+    caption = caption_text(result.config, ("concept", "ffn_score", "tau", "agreement", "branch", "collect_steps",
+                                           "prompts_per_set", "seeds", "steps"), "ActErase module comparison")
+    add_caption(figure, caption)
+    figures = {"patch_modules": figure}
+    if result.images:
+        figures["patch_modules_images"] = image_grid(
+            result.images, columns=metrics["shown_prompts"], caption=caption + " · images: first seed",
+            title=f"ActErase on {metrics['concept']}: patched module (rows), target then preservation prompts",
+        )  # fmt: skip
+    return figures
+
+
+# -- multi_concept ---------------------------------------------------------------------------
+@styled
+def draw_multi(result: Any) -> dict[str, Any]:
+    """(a) each prompt set's rate of its own value under 0..n merged concepts (erased cells boxed);
+    (b) the means against n; (c) merged mask density against n; and the images."""
+    metrics = result.metrics
+    rows = metrics["rows"]
+    names = metrics["set_names"]
+    figure = new_figure(10.5, max(3.3, 1.6 + 0.32 * len(rows)))
+    axes = figure.subplots(1, 3, width_ratios=[1.6, 1.1, 0.9])
+    matrix = [[row["sets"][name]["rate"] for name in names] for row in rows]
+    heatmap(axes[0], matrix, xlabels=[n.replace("other:", "other: ") for n in names],
+            ylabels=[row["variant"] for row in rows], vmin=0.0, vmax=1.0, annotate=True, cmap="viridis",
+            title="(a) rate of each set's own value", colorbar="fraction of images")  # fmt: skip
+    for i, row in enumerate(rows):
+        for j, name in enumerate(names):
+            if row["sets"][name]["erased"]:
+                axes[0].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#D55E00", linewidth=1.6))
+    axes[0].set_xlabel("prompt set (boxed: erased in this row)")
+    rows = [row for row in rows if row.get("kind") != "single"]
+    ns = [row["n"] for row in rows]
+    series = {
+        "erased concepts (rate)": [row["erased_rate"] for row in rows],
+        "listed, not yet erased (rate)": [row["rest_rate"] for row in rows],
+        "never-erased values (accuracy)": [row["others_accuracy"] for row in rows],
+        "other attributes kept": [row["kept"] for row in rows],
+    }
+    series = {k: [np.nan if v is None else v for v in vs] for k, vs in series.items() if any(v is not None for v in vs)}
+    curves(axes[1], ns, series, xlabel="number of merged concepts n", ylabel="fraction of images (oracle)",
+           title="(b) erasure and preservation", ylim=(-0.02, 1.05))
+    axes[1].legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
+    axes[1].set_xticks(ns)
+    merged = metrics["merged"]
+    curves(axes[2], [m["n"] for m in merged], {"merged mask (Eq. 7)": [m["density"] for m in merged],
+                                               "sum of single masks": [m["sum_of_single_densities"] for m in merged]},
+           xlabel="number of merged concepts n", ylabel="fraction of entries masked",
+           title="(c) mask density", styles={"sum of single masks": {"linestyle": "--"}})  # fmt: skip
+    axes[2].set_xticks([m["n"] for m in merged])
+    caption = caption_text(result.config, ("concepts", "layers", "tau", "agreement", "collect_steps",
+                                           "prompts_per_concept", "seeds", "steps"), "ActErase Alg. 2 merge")
+    add_caption(figure, caption)
+    figures = {"multi_concept": figure}
+    if result.images:
+        figures["multi_concept_images"] = image_grid(
+            result.images, columns=metrics["shown_prompts"], caption=caption + " · images: first prompt, first seed",
+            title="ActErase merge of the first n concepts (rows) on each set's first prompt",
+        )  # fmt: skip
+    return figures
