@@ -66,8 +66,8 @@ def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, floa
     concepts = list(dict.fromkeys(r["concept"] for r in rows))
     ratios = [r["preservation_ratio"] for r in rows]
     top = max(1.1, max(ratios, default=1.0) + 0.05)
-    ax.fill_between([0, erased], preservation, top, color="#009E73", alpha=0.15, lw=0, label="goal region")
-    ax.text(erased / 2, top - 0.02, "goal", ha="center", va="top", fontsize=7, color="#006d50")
+    goal_patch = ax.fill_between([0, erased], preservation, top, color="#009E73", alpha=0.15, lw=0,
+                                 label=f"goal: erased ≤ {erased:g}, preservation ≥ {preservation:g}")
     for c_index, concept in enumerate(concepts):
         marker = MARKERS[c_index % len(MARKERS)]
         first = next(r for r in rows if r["concept"] == concept)
@@ -94,6 +94,7 @@ def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, floa
     if any(r.get("synonyms_after") is not None for r in rows):
         handles.append(ax.plot([], [], marker="o", color="0.3", mfc="none", ls="none", label="synonym prompts")[0])
     handles.append(ax.plot([], [], marker="o", color="0.5", mfc="white", ls="none", label="no erasure")[0])
+    handles.append(goal_patch)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=6)
     ax.set_xlim(-0.03, 1.03)
     ax.set_ylim(0, top)
@@ -118,7 +119,7 @@ def _table(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, float]
     table = ax.table(cellText=cells, colLabels=columns, cellColours=colours, loc="upper center", cellLoc="center",
                      colLoc="center")  # fmt: skip
     table.auto_set_font_size(False)
-    table.set_fontsize(6.5)
+    table.set_fontsize(7)
     table.auto_set_column_width(list(range(len(columns))))
     table.scale(1.0, 1.35)
     for (i, _), cell in table.get_celld().items():
@@ -144,7 +145,8 @@ def benchmark_figure(result: Any) -> dict[str, Any]:
     add_caption(figure, caption, width=180)
     figures = {"erasure_benchmark": figure}
     for concept, prompts in result.metrics.get("image_prompts", {}).items():
-        grid = {key.split("/", 1)[1]: images for key, images in result.images.items() if key.startswith(f"{concept}/")}
+        order = ["no erasure"] + [r["method"] for r in rows if r["concept"] == concept]  # saved folders lose the order
+        grid = {label: result.images[f"{concept}/{label}"] for label in order if f"{concept}/{label}" in result.images}
         if grid:
             figures[f"images_{concept}"] = image_grid(
                 grid, columns=prompts, title=f"erasing {concept!r}: the same noise under each method",

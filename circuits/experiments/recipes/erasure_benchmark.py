@@ -225,7 +225,8 @@ def _notes(rows: list[dict[str, Any]], metrics: dict[str, Any], config: ErasureB
                  f"preservation >= {config.goal_preservation:g}.")  # fmt: skip
         if floor is not None and any(r["target_after"] < floor for r in mine):
             below = [r["method"] for r in mine if r["target_after"] < floor]
-            head += f" Below the unnamed floor: {', '.join(below)} (they suppress {concept} even where unasked)."
+            head += (f" Below that floor: {', '.join(below)} (the erasure also removes {concept} where the prompt "
+                     "does not ask for it).")  # fmt: skip
         notes.append(head)
     fastest = min(rows, key=lambda r: r["fit_seconds"])
     slowest = max(rows, key=lambda r: r["fit_seconds"])
