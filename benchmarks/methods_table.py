@@ -1,4 +1,4 @@
-"""The closed-form methods on pocket: erased-concept rate and preservation, before and after.
+"""The erasure methods on pocket: erased-concept rate and preservation, before and after.
 
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py [--samples 4] [--json benchmarks/results_methods_table.json]
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --trace      # per-layer trace of UCE and ErasePro on red
@@ -9,7 +9,9 @@ For each concept (``red``, ``circle``, ``striped``) and each method, fits the er
 the pocket evaluation sets (prompts naming the concept, its synonyms, the attribute's other
 values; ``circuits.pocket.evaluation_sets``) with and without it and lets the oracle read the
 images (``circuits.pocket.report.erasure_report``). Prints the markdown table that
-``docs/methods.md`` shows and writes every number to ``--json``.
+``docs/methods.md`` shows and writes every number to ``--json``. The methods and their pocket
+settings come from ``circuits.methods.catalog`` (shared with ``circuits run erasure_benchmark``, the
+same comparison as an experiment with its figure); ``--methods`` takes table labels or catalog names.
 
 ``--trace`` prints the per-layer trace (angle, distance, residual, ``||dW||``) of UCE and ErasePro
 for ``red`` (ErasePro Figs. 2c-d, 3a-b); ``--depth`` adds ``alpha * ||W|| * I`` to text layer 0's Q/K/V
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--concepts", nargs="+", default=list(CONCEPTS))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *catalog.names()],
-                        help="table labels or catalog names (circuits.methods.catalog)")
+                        metavar="METHOD", help="table labels or catalog names (circuits.methods.catalog)")
     parser.add_argument("--anchor", default="", help="anchor word for every concept ('' = erase to nothing)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default=None)
