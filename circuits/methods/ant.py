@@ -5,9 +5,11 @@ Concepts" (ACM MM 2025), Secs. 3.1-3.3, Eqs. 1, 3-6, App. B (Table 6), Figs. 3-4
 
 - **CFG reversal** (Sec. 3.1, Eq. 1, Fig. 3): :func:`reversal_study` samples the same noise with
   :class:`~circuits.ReversedCFG` (the condition direction ``delta = eps_c - eps_u`` flips for
-  ``t <= t'``) for several ``t'`` (one batched sampling call per ``t'``) and measures, against the
-  unreversed images, how much layout is kept (cosine of the final latents, mean absolute pixel
-  difference, IoU of the pocket oracle's foreground masks) and which attributes the oracle reads.
+  ``t <= t'``) for several ``t'`` (the unreversed and every reversed variant as row blocks of batched
+  calls, :func:`circuits.sampling.sweep`) and measures, against the unreversed images, how much
+  layout is kept (cosine of the final latents, mean absolute pixel difference, IoU of the pocket
+  oracle's foreground masks and of their filled silhouettes, the silhouette's centre shift) and
+  which attributes the oracle reads.
 - **Trajectory-aware loss** (Sec. 3.2, Eq. 3), on noisy latents ``z_t`` of the concept's prompts::
 
       L = ||eps(z_t1, t1, c) - sg[eps*(z_t1, t1) + eta delta*]||^2        t1 ~ U(t', T)   (preserve)
@@ -61,7 +63,7 @@ import fnmatch
 import functools
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,8 +306,14 @@ def saliency_map(
     return masks
 
 
-def intersect(maps: Iterable[Mapping[str, Tensor]]) -> tuple[dict[str, Tensor], list[int]]:
-    """Eq. 5: the running intersection of ``maps`` and the number of active entries after each map."""
+def intersect(
+    maps: Iterable[Mapping[str, Tensor]], *, on_map: Callable[[int, Mapping[str, Tensor]], None] | None = None
+) -> tuple[dict[str, Tensor], list[int]]:
+    """Eq. 5: the running intersection of ``maps`` and the number of active entries after each map.
+
+    ``on_map(k, mask)`` sees the running intersection after ``k`` maps (k = 1, 2, ...; read it, do not
+    keep or change it: it is updated in place), e.g. to count the active entries per layer.
+    """
     mask: dict[str, Tensor] | None = None
     curve = []
     for item in maps:
@@ -317,6 +325,8 @@ def intersect(maps: Iterable[Mapping[str, Tensor]]) -> tuple[dict[str, Tensor], 
             for k, v in item.items():
                 mask[k] &= v
         curve.append(int(sum(int(v.sum()) for v in mask.values())))
+        if on_map is not None:
+            on_map(len(curve), mask)
     if mask is None:
         raise ValueError("intersect: no maps given")
     return mask, curve
@@ -345,8 +355,14 @@ class Saliency:
         return self.curve[-1]
 
 
-def saliency(model: Diffusion, traj: Trajectories, config: Config, *, progress: bool = False) -> Saliency:
-    """One map per (prompt, seed) row of ``traj`` (Eq. 4), intersected in row order (Eq. 5)."""
+def saliency(
+    model: Diffusion, traj: Trajectories, config: Config, *, progress: bool = False,
+    on_map: Callable[[int, Mapping[str, Tensor]], None] | None = None,
+) -> Saliency:
+    """One map per (prompt, seed) row of ``traj`` (Eq. 4), intersected in row order (Eq. 5).
+
+    ``on_map(k, mask)`` sees the running intersection after each map (see :func:`intersect`).
+    """
     params = parameter_names(model, config.params)
     densities: list[float] = []
     considered = sum(model.parameter(n).numel() for n in params)
@@ -364,7 +380,7 @@ def saliency(model: Diffusion, traj: Trajectories, config: Config, *, progress: 
             yield item
 
     with trainable(model, params) as named:
-        mask, curve = intersect(maps(named))
+        mask, curve = intersect(maps(named), on_map=on_map)
     return Saliency(mask, curve, densities, considered)
 
 
@@ -429,9 +445,12 @@ def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, 
 # -- the CFG reversal study (Sec. 3.1, Fig. 3) ----------------------------------------------------
 @dataclass
 class ReversalStudy:
-    """Images under ``ReversedCFG`` per ``t'`` and how they compare with the unreversed ones (same noise)."""
+    """Images under ``ReversedCFG`` per ``t'`` and how they compare with the unreversed ones (same noise).
 
-    prompts: list[str]  # one per image (prompts x samples)
+    Images are prompt-major: prompt ``i``, seed ``j`` at ``i * len(seeds) + j`` (``prompts`` names each).
+    """
+
+    prompts: list[str]  # one per image (prompts x seeds)
     t_primes: list[float]
     timesteps: list[float]
     baseline: list[Any]
@@ -439,17 +458,23 @@ class ReversalStudy:
     rows: list[dict[str, Any]] = field(default_factory=list)
     #: the unreversed images compared with themselves (what the oracle reads without reversal)
     reference: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    #: what the oracle read on each image: {"plain" or t': {attribute: [one per image]}} (pocket only)
+    reads: dict[Any, dict[str, list[str]]] = field(default_factory=dict)
+    #: sampling calls the study took (variants share batches)
+    calls: int = 0
 
     def table(self) -> str:
         """A markdown table: the unreversed images, then one row per t'."""
         attrs = [k[len("changed_"):] for k in self.rows[0] if k.startswith("changed_")] if self.rows else []
-        head = ["t'", "reversed steps", "latent cosine", "pixel diff", "mask IoU"]
+        head = ["t'", "reversed steps", "latent cosine", "pixel diff", "mask IoU", "silhouette IoU", "centre shift"]
         head += [f"{a} changed / as prompted" for a in attrs]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in [self.reference, *self.rows]:
             cells = ["none" if row.get("t_prime") is None else f"{row['t_prime']:g}",
                      f"{row['reversed_steps']}/{len(self.timesteps)}", f"{row['latent_cosine']:.3f}",
-                     f"{row['pixel_difference']:.1f}", _fmt(row.get("mask_iou"))]
+                     f"{row['pixel_difference']:.1f}", _fmt(row.get("mask_iou")), _fmt(row.get("silhouette_iou")),
+                     _fmt(row.get("centre_shift"))]  # fmt: skip
             cells += [f"{_fmt(row.get(f'changed_{a}'))} / {_fmt(row.get(f'matches_{a}'))}" for a in attrs]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -466,52 +491,71 @@ def reversal_study(
     *,
     samples: int = 1,
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
     steps: int = 50,
     guidance_scale: float = 7.5,
+    max_batch: int = 64,
     oracle: bool | None = None,
     progress: bool = False,
 ) -> ReversalStudy:
     """Fig. 3: the same noise sampled with CFG and with ``ReversedCFG(guidance_scale, t')`` for each ``t'``.
 
-    Per ``t'``: the cosine of the final latents with the unreversed ones, the mean absolute pixel
-    difference (0-255), and with the pocket oracle (``oracle=None``: on the pocket model) the IoU of
-    the foreground masks, the fraction of images whose colour / shape / texture / background read
-    changed, and the fraction still reading what the prompt names. One sampling call per ``t'``.
+    Each prompt is sampled with ``seeds`` (default ``seed, seed + 1, ... seed + samples - 1``), one
+    seed per image. Per ``t'``: the cosine of the final latents with the unreversed ones, the mean
+    absolute pixel difference (0-255), and with the pocket oracle (``oracle=None``: on the pocket
+    model) the IoU of the foreground masks and of the silhouettes (the masks with their holes
+    filled: striped and outlined objects cover their inside), the shift of the silhouette's centre
+    (pixels), the fraction of images whose colour / shape / texture / background read changed, and
+    the fraction still reading what the prompt names. The unreversed and every reversed variant run
+    as row blocks of batched calls (:func:`circuits.sampling.sweep`, at most ``max_batch`` images each).
     """
-    from circuits.sampling import CFG, ReversedCFG, make_scheduler, sample
+    from circuits.sampling import CFG, ReversedCFG, make_scheduler, sweep
 
-    rows = [p for p in prompts for _ in range(samples)]
+    seeds = list(seeds) if seeds is not None else [seed + j for j in range(samples)]
+    if not seeds:
+        raise ConfigError("reversal_study: give at least one seed (samples >= 1 or seeds=[...])")
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    rows = [p for p in prompts for _ in seeds]
     t_primes = [float(t) for t in t_primes]
     total = int(make_scheduler(model).config.num_train_timesteps)
     bad = [t for t in t_primes if not 0 <= t <= total]
     if bad or not t_primes:
         raise ConfigError(f"reversal_study: t_primes {bad or '[]'} outside the schedule's timesteps 0..{total}")
+    if len(set(t_primes)) != len(t_primes):
+        raise ConfigError(f"reversal_study: t_primes {t_primes} repeat a value; give each t' once")
     if oracle is None:
         oracle = getattr(model, "source", None) == "pocket"
+    sched = make_scheduler(model)
+    sched.set_timesteps(steps)
+    timesteps = [float(t) for t in sched.timesteps]
 
-    def run(guidance):
-        return sample(model, rows, seed=seed, steps=steps, guidance=guidance, progress=progress)
-
-    base = run(CFG(guidance_scale))
-    study = ReversalStudy(rows, t_primes, list(base.timesteps), base.images, {})
-    base_px = np.stack([np.asarray(im, dtype=np.float64) for im in base.images])
-    base_read = _read(base.images) if oracle else None
+    names = {t: f"t'={t:g}" for t in t_primes}
+    variants = {"plain": CFG(guidance_scale), **{names[t]: ReversedCFG(guidance_scale, t) for t in t_primes}}
+    swept = sweep(model, prompts, variants, seeds=seeds, steps=steps, guidance_scale=guidance_scale,
+                  max_batch=max_batch, progress=progress)  # fmt: skip
+    base_images, base_latents = swept.images["plain"], swept.latents["plain"]
+    study = ReversalStudy(rows, t_primes, timesteps, base_images, {}, seeds=seeds, calls=swept.calls)
+    base_px = np.stack([np.asarray(im, dtype=np.float64) for im in base_images])
+    base_read = _read(base_images) if oracle else None
     study.reference = {"t_prime": None, "reversed_steps": 0, "latent_cosine": 1.0, "pixel_difference": 0.0}
     if oracle:
         study.reference.update(_compare(base_read, base_read, rows))
+        study.reads["plain"] = {k: v for k, v in base_read.items() if isinstance(v, list)}
     for t_prime in t_primes:
-        result = run(ReversedCFG(guidance_scale, t_prime))
-        study.images[t_prime] = result.images
-        px = np.stack([np.asarray(im, dtype=np.float64) for im in result.images])
-        cosine = torch.nn.functional.cosine_similarity(result.latents.flatten(1), base.latents.flatten(1), dim=1)
+        images, latents = swept.images[names[t_prime]], swept.latents[names[t_prime]]
+        study.images[t_prime] = images
+        px = np.stack([np.asarray(im, dtype=np.float64) for im in images])
+        cosine = torch.nn.functional.cosine_similarity(latents.flatten(1), base_latents.flatten(1), dim=1)
         row: dict[str, Any] = {
             "t_prime": t_prime,
-            "reversed_steps": sum(t <= t_prime for t in base.timesteps),
+            "reversed_steps": sum(t <= t_prime for t in timesteps),
             "latent_cosine": float(cosine.mean()),
             "pixel_difference": float(np.abs(px - base_px).mean()),
         }
         if oracle:
-            row.update(_compare(base_read, _read(result.images), rows))
+            read = _read(images)
+            row.update(_compare(base_read, read, rows))
+            study.reads[t_prime] = {k: v for k, v in read.items() if isinstance(v, list)}
         study.rows.append(row)
     return study
 
@@ -524,9 +568,28 @@ def _oracle() -> Any:
 
 
 def _read(images: Sequence[Any]) -> dict[str, Any]:
+    from scipy import ndimage
+
     from circuits.pocket.oracle import fg_mask, to_array
 
-    return {**_oracle().read(list(images)), "mask": fg_mask(to_array(list(images))) > 0.5}
+    mask = fg_mask(to_array(list(images))) > 0.5
+    silhouette = np.stack([ndimage.binary_fill_holes(m) for m in mask]) if len(mask) else mask
+    return {**_oracle().read(list(images)), "mask": mask, "silhouette": silhouette}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter, union = (a & b).sum((1, 2)), (a | b).sum((1, 2))
+    return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+
+
+def _centre_shift(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean distance (pixels) between the centres of two sets of masks; images where either is empty are left out."""
+    ys, xs = np.mgrid[0 : a.shape[1], 0 : a.shape[2]]
+    shifts = []
+    for m, n in zip(a, b):
+        if m.any() and n.any():
+            shifts.append(np.hypot(ys[m].mean() - ys[n].mean(), xs[m].mean() - xs[n].mean()))
+    return float(np.mean(shifts)) if shifts else float("nan")
 
 
 def _compare(base: dict[str, Any], other: dict[str, Any], prompts: Sequence[str]) -> dict[str, float]:
@@ -537,9 +600,11 @@ def _compare(base: dict[str, Any], other: dict[str, Any], prompts: Sequence[str]
         backgrounds = [b for b in BACKGROUNDS if f"{b} background" in prompt.lower()]
         return named_attributes(prompt) | ({"background": backgrounds[0]} if backgrounds else {})
 
-    inter = (base["mask"] & other["mask"]).sum((1, 2))
-    union = (base["mask"] | other["mask"]).sum((1, 2))
-    out = {"mask_iou": float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))}
+    out = {
+        "mask_iou": _iou(base["mask"], other["mask"]),
+        "silhouette_iou": _iou(base["silhouette"], other["silhouette"]),
+        "centre_shift": _centre_shift(base["silhouette"], other["silhouette"]),
+    }
     for attr in ("colour", "shape", "texture", "background"):
         out[f"changed_{attr}"] = float(np.mean([a != b for a, b in zip(base[attr], other[attr])]))
         wanted = [(named(p).get(attr), r) for p, r in zip(prompts, other[attr])]
