@@ -1,0 +1,81 @@
+"""``saliency_intersection`` (ANT Fig. 4): the curve never rises, starts at the map's fraction of the
+parameters, and the per-part counts add up to it after every map; it runs off pocket; bad settings are named."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from circuits.experiments import ConfigError, load_result, run_experiment
+from circuits.experiments.recipes.saliency_intersection import BLOCKS, KINDS, block_of, kind_of
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory):
+    out = tmp_path_factory.mktemp("saliency_intersection") / "run"
+    return run_experiment("saliency_intersection", fast=True, out=out, progress=False)
+
+
+def _check_entry(entry: dict, maps: int, fraction: float) -> None:
+    curve = entry["curve"]
+    assert len(curve) == entry["maps"] == maps and len(entry["densities"]) == maps
+    assert all(a >= b >= 0 for a, b in zip(curve, curve[1:]))
+    assert 0 < curve[0] <= fraction * entry["considered"] + entry["tensors"]  # top fraction per tensor (rounded up)
+    assert all(0 < d <= fraction + 1e-3 for d in entry["densities"])
+    for grouping in ("groups", "kinds"):
+        parts = entry[grouping]
+        assert sum(p["size"] for p in parts.values()) == entry["considered"]
+        for k in range(maps):  # the parts partition the parameters after every map
+            assert sum(p["active"][k] for p in parts.values()) == curve[k]
+    assert entry["independent"][0] == pytest.approx(fraction * entry["considered"])
+
+
+def test_fast_run_on_pocket(fast) -> None:
+    config, metrics = fast.config, fast.metrics
+    (entry,) = metrics["concepts"]
+    assert entry["concept"] == "red" and entry["words"] == ["red", "crimson", "scarlet"]
+    assert entry["prompts"] == config.maps and entry["seeds"] == 1  # fewer maps than prompts: first prompts, one seed
+    _check_entry(entry, config.maps, config.fraction)
+    assert set(entry["kinds"]) <= set(KINDS) and metrics["groups"][0] == "conv_in"
+    assert fast.headline == {f"red: active after {config.maps} maps": entry["curve"][-1]}
+    assert any("too few maps" in note for note in fast.notes)
+    saved = json.loads((fast.out / "metrics.json").read_text())
+    assert saved["metrics"]["concepts"][0]["curve"] == entry["curve"]
+    assert (fast.out / "figures" / "saliency_intersection.png").stat().st_size > 1000
+    assert set(load_result(fast.out).figures) == {"saliency_intersection"}
+
+
+def test_runs_on_a_folder_with_templates(model) -> None:
+    result = run_experiment("saliency_intersection", model=model, fast=True, concepts=("cat", "dog"), maps=5,
+                            templates=("a photo of a {}", "a {} on a white background"), progress=False)  # fmt: skip
+    cat, dog = result.metrics["concepts"]
+    assert cat["words"] == ["cat"] and cat["prompts"] == 2 and cat["seeds"] == 3 and dog["concept"] == "dog"
+    for entry in (cat, dog):
+        _check_entry(entry, 5, result.config.fraction)
+    assert any("shrinks" in note for note in result.notes) and "cat: active after 5 maps" in result.headline
+
+
+def test_parts_name_every_unet_parameter(model) -> None:
+    names = [f"unet.{n}" for n, _ in model.unet.named_parameters()]
+    assert {block_of(n) for n in names} <= set(BLOCKS) and {kind_of(n) for n in names} <= set(KINDS)
+    assert block_of("unet.conv_norm_out.weight") == "conv_out" and kind_of("unet.mid_block.attentions.0."
+                                                                          "transformer_blocks.0.attn2.to_k.weight") == (
+        "cross-attention")  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    ({"concepts": ()}, "concepts is empty"),
+    ({"concepts": ("red", "red")}, "repeats a concept"),
+    ({"maps": 0}, "at least 1 map"),
+    ({"fraction": 0.0}, r"fraction in \(0, 1\]"),
+    ({"prompts": "sentences"}, "prompts"),
+])  # fmt: skip
+def test_bad_settings_are_named(overrides, match) -> None:
+    with pytest.raises(ConfigError, match=match):
+        run_experiment("saliency_intersection", fast=True, progress=False, **overrides)
+
+
+def test_unknown_pocket_concept_is_named() -> None:
+    with pytest.raises(ValueError, match="'banana' is not a pocket colour, shape or texture"):
+        run_experiment("saliency_intersection", fast=True, concepts=("banana",), progress=False)
