@@ -39,6 +39,12 @@ def _bars(ax: Any, groups: list[str], series: dict[str, list[float | None]], *, 
         ax.legend(frameon=False, fontsize=6)
 
 
+def _ordered(images: dict[str, Any], order: list[str]) -> dict[str, Any]:
+    """Image rows in the run's order (a result read back from disk may list them in another)."""
+    return {name: images[name] for name in order if name in images} | {
+        name: rows for name, rows in images.items() if name not in order}
+
+
 # -- acterase_masks --------------------------------------------------------------------------
 @styled
 def draw_masks(result: Any) -> dict[str, Any]:
@@ -114,7 +120,9 @@ def draw_modules(result: Any) -> dict[str, Any]:
     _bars(axes[0], list(groups), {name: [entry[key] for key in groups.values()] for name, entry in variants.items()},
           ylabel="fraction of images (oracle)", title=f"(a) erasing {metrics['concept']}: rates and preservation",
           ylim=(0, 1.1), values=True)  # fmt: skip
-    axes[0].legend(frameon=False, fontsize=6, loc="upper left", ncols=2)
+    handles, names = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    figure.legend(handles, names, loc="outside upper center", ncols=len(variants), frameon=False, fontsize=7)
     labels = [modules[m]["label"] for m in order]
     axes[1].bar(range(len(order)), [modules[m]["density"] for m in order],
                 color=[PALETTE[(i + 1) % len(PALETTE)] for i in range(len(order))])
@@ -133,8 +141,9 @@ def draw_modules(result: Any) -> dict[str, Any]:
     add_caption(figure, caption)
     figures = {"patch_modules": figure}
     if result.images:
-        figures["patch_modules_images"] = image_grid(
-            result.images, columns=metrics["shown_prompts"], caption=caption + " · images: first seed",
+        figures["images"] = image_grid(
+            _ordered(result.images, list(variants)), columns=metrics["shown_prompts"],
+            caption=caption + " · images: first seed",
             title=f"ActErase on {metrics['concept']}: patched module (rows), target then preservation prompts",
         )  # fmt: skip
     return figures
@@ -183,8 +192,9 @@ def draw_multi(result: Any) -> dict[str, Any]:
     add_caption(figure, caption)
     figures = {"multi_concept": figure}
     if result.images:
-        figures["multi_concept_images"] = image_grid(
-            result.images, columns=metrics["shown_prompts"], caption=caption + " · images: first prompt, first seed",
+        figures["images"] = image_grid(
+            _ordered(result.images, [row["variant"] for row in metrics["rows"]]), columns=metrics["shown_prompts"],
+            caption=caption + " · images: first prompt, first seed",
             title="ActErase merge of the first n concepts (rows) on each set's first prompt",
         )  # fmt: skip
     return figures

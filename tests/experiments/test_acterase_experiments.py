@@ -75,7 +75,7 @@ def test_acterase_masks_bad_settings():
 def test_patch_modules_fast_one_batched_call_and_sane_rates(tmp_path):
     out = tmp_path / "modules"
     result = run_experiment("patch_modules", fast=True, out=out, progress=False)
-    _files(out, ["patch_modules", "patch_modules_images"])
+    _files(out, ["patch_modules", "images"])
     metrics, config = result.metrics, result.config
     assert metrics["order"] == list(config.modules) == ["ffn", "unet_output"]
     assert metrics["sampling_calls"] == 1  # every module's patch and no patch: row blocks of one call
@@ -104,7 +104,7 @@ def test_patch_modules_bad_settings_and_needs_pocket(tiny_dir):
 def test_multi_concept_fast_merge_grows_and_marks_what_is_erased(tmp_path):
     out = tmp_path / "multi"
     result = run_experiment("multi_concept", fast=True, out=out, progress=False)
-    _files(out, ["multi_concept", "multi_concept_images"])
+    _files(out, ["multi_concept", "images"])
     metrics = result.metrics
     rows = {row["variant"]: row for row in metrics["rows"]}
     assert list(rows) == ["no erasure", "n=1", "n=2", "blue alone"] and metrics["sampling_calls"] == 1

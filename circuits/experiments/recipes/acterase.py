@@ -15,7 +15,10 @@ Sun et al., *ActErase* (Alg. 1-2, Eqs. 4-9, Table 7, Table 11 / Fig. 10), on top
   are sampled under every patch and without one, as row blocks of one batched
   :func:`circuits.sampling.sweep` (``MaskedPatch`` graphs are per-call, so the variants share each
   batch), and read by the oracle (:func:`circuits.pocket.report.score_images`, the scoring of
-  ``erasure_report``): erased rate on target and synonym prompts, kept attributes, preservation.
+  ``erasure_report``): erased rate on target and synonym prompts, kept attributes, preservation. Two
+  pixel measures stand in for the paper's CLIP score: the mean absolute change against the unpatched
+  image of the same prompt and seed, and the spread across prompts (per seed, the pixel standard
+  deviation over the prompts; near 0 when every prompt gives the same image).
 - ``multi_concept`` -- Alg. 2 (Eqs. 7-9) as the number of merged concepts grows (Table 11, Fig. 10):
   single-concept erasures of ``concepts`` are fitted once, the first ``n`` merged for each ``n`` of
   ``counts``; every merged patch (and no patch) samples the target prompts of every listed concept and
@@ -339,7 +342,7 @@ class PatchModulesConfig:
     #: collect on the synonym prompts too
     synonyms: bool = True
     #: prompts per evaluation set (target, synonyms, preservation, unnamed)
-    prompts_per_set: int = 8
+    prompts_per_set: int = 6
     #: one image per prompt and seed, the same noise for every module and for no patch
     seeds: tuple[int, ...] = (0, 1)
     #: evaluation: denoising steps and guidance scale
@@ -416,8 +419,9 @@ def patch_modules(model: Diffusion, config: PatchModulesConfig) -> ExperimentRes
     for name in variants:
         edited = {set_name: _pixels(images[name][set_name]) for set_name in sets}
         results[name]["pixel_change"] = {k: float(np.abs(v - plain[k]).mean()) for k, v in edited.items()}
-        everything = np.concatenate(list(edited.values()))
-        results[name]["spread"] = float(everything.std(axis=0).mean())
+        everything = np.concatenate(list(edited.values()))  # prompt-major: prompt i, seed j at i * per + j
+        per_seed = [everything[j::len(config.seeds)] for j in range(len(config.seeds))]
+        results[name]["spread"] = float(np.mean([images_.std(axis=0).mean() for images_ in per_seed]))
     before = results["no patch"]
     for entry in modules.values():
         entry.update(results[entry["label"]])
@@ -470,7 +474,7 @@ def _modules_summary(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]
             f"{entry['entries']} entries): target rate {entry['target']:.2f}, synonyms {_fmt(entry['synonyms'])}, "
             f"unnamed {_fmt(entry['unnamed'])}; kept {entry['kept']:.2f}, preservation {entry['preservation']:.2f} "
             f"(ratio {_fmt(entry['preservation_ratio'])}); mean pixel change on preservation prompts "
-            f"{entry['pixel_change']['preservation']:.1f} of 255, pixel spread across all images "
+            f"{entry['pixel_change']['preservation']:.1f} of 255, pixel spread across prompts "
             f"{entry['spread']:.1f} (no patch {before['spread']:.1f})."
         )  # fmt: skip
     if "ffn" in modules and "cross_attention" in modules:
@@ -483,7 +487,7 @@ def _modules_summary(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]
                      "CLIP 30.42 vs 30.76.")  # fmt: skip
     if "unet_output" in modules:
         out = modules["unet_output"]
-        same = " (the images barely differ from each other)" if out["spread"] < 0.5 * before["spread"] else ""
+        same = " (the images barely depend on the prompt)" if out["spread"] < 0.5 * before["spread"] else ""
         notes.append(f"UNet output: target rate {out['target']:.2f}, preservation ratio "
                      f"{_fmt(out['preservation_ratio'])} with a mask over {out['density']:.2f} of the noise "
                      f"prediction; pixel spread {out['spread']:.1f} vs {before['spread']:.1f} unpatched{same}; "
@@ -655,9 +659,13 @@ def _multi_summary(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         for name, row in singles.items():
             erased = last["sets"][name]["erased"]
             in_merge = f", in the n={last['n']} merge {last['sets'][name]['rate']:.2f}" if erased else ""
-            parts.append(f"{name} {row['sets'][name]['rate']:.2f} (others accuracy {_fmt(row['others_accuracy'])}, "
-                         f"kept {row['kept']:.2f}{in_merge})")
-        notes.append("Each later concept's own single erasure: rate on its prompts " + "; ".join(parts) + ".")
+            off = [v["rate"] for k, v in row["sets"].items() if not v["erased"]]
+            parts.append(f"{name} {row['sets'][name]['rate']:.2f} (every other set's own value "
+                         f"{sum(off) / len(off):.2f}, kept {row['kept']:.2f}{in_merge})")
+        erased = [name for name, row in singles.items() if row["sets"][name]["rate"] <= 0.5]
+        notes.append("Each later concept's own single erasure: rate on its prompts " + "; ".join(parts) + ". "
+                     f"{len(erased)} of {len(singles)} of them bring their concept's rate to <= 0.5 on their own"
+                     + (f" ({', '.join(erased)})" if erased else "") + ".")
     first, last = rows[1], rows[-1]
     if last["n"] > first["n"] and last["others_accuracy"] is not None and first["others_accuracy"] is not None:
         trend = "falls" if last["others_accuracy"] < first["others_accuracy"] - 1e-9 else "does not fall"
