@@ -44,6 +44,7 @@ def draw_reversal(result: Any) -> dict[str, Any]:
         elif key == "layout":
             series = {"latent cosine": [r["latent_cosine"] for r in rows]}
             if metrics["oracle"]:
+                series["object box IoU"] = _nan([r.get("box_iou") for r in rows])
                 series["silhouette IoU"] = _nan([r.get("silhouette_iou") for r in rows])
                 series["foreground-mask IoU"] = _nan([r.get("mask_iou") for r in rows])
             curves(ax, t_primes, series, xlabel="t'", ylabel=ylabel, ylim=(min(-0.05, *series["latent cosine"]), 1.03))
@@ -57,7 +58,8 @@ def draw_reversal(result: Any) -> dict[str, Any]:
         result.config, ("seeds", "steps", "guidance_scale"),
         f"{len(metrics['prompts'])} prompts x {len(metrics['seeds'])} seeds = {metrics['images_per_variant']} "
         "images per t'; kept = the pocket oracle reads the same shape / colour / texture / background as on the "
-        "plain image of the same noise; silhouette = foreground mask with holes filled"))  # fmt: skip
+        "plain image of the same noise; silhouette = foreground mask with holes filled, object box = bounding box of "
+        "its largest piece"))  # fmt: skip
     figures["cfg_reversal_measures"] = figure
     return figures
 
@@ -84,26 +86,43 @@ def draw_saliency(result: Any) -> dict[str, Any]:
                 color="0.4")  # fmt: skip
         ax.annotate(f"{curve[-1]:,}", (maps[-1], positive[-1]), textcoords="offset points", xytext=(-4, 6),
                     ha="right", fontsize=7)  # fmt: skip
-    for ax, (key, order, title) in zip(axes[len(concepts):], (
-            ("groups", metrics["groups"], "by UNet block"), ("kinds", metrics["kind_order"], "by kind of layer"))):
-        for index, entry in enumerate(concepts):
-            by_group = entry[key]
-            shares = [by_group[g]["active"][-1] / by_group[g]["size"] if g in by_group else 0.0 for g in order]
-            ax.plot(range(len(order)), [s if s > 0 else float("nan") for s in shares],
-                    color=PALETTE[index % len(PALETTE)], marker="o", label=entry["concept"])  # fmt: skip
-        ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
-        ax.set_xticks(range(len(order)), order, rotation=60, ha="right")
-        ax.set_ylabel("share of its parameters active")
-        ax.set_title(f"after all maps, {title}")
-        if len(concepts) > 1:
-            ax.legend(frameon=False)
+    ax = axes[len(concepts)]  # which kinds of layer the survivors sit in, map after map
+    dashes = ("-", "--", ":", "-.")
+    for index, entry in enumerate(concepts):
+        maps = list(range(1, entry["maps"] + 1))
+        for colour, kind in enumerate(metrics["kind_order"]):
+            part = entry["kinds"].get(kind)
+            if not part or not part["size"]:
+                continue
+            shares = [a / part["size"] if a > 0 else float("nan") for a in part["active"]]
+            ax.plot(maps, shares, color=PALETTE[colour % len(PALETTE)], linestyle=dashes[index % len(dashes)],
+                    label=kind if index == 0 else None)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("intersected saliency maps")
+    ax.set_ylabel("share of its parameters active")
+    styles = ", ".join(f"{e['concept']} {dashes[i % len(dashes)]}" for i, e in enumerate(concepts))
+    ax.set_title(f"by kind of layer ({styles})" if len(concepts) > 1 else "by kind of layer")
+    ax.legend(frameon=False, fontsize=6)
+    ax = axes[len(concepts) + 1]  # where the survivors sit after the last map
+    order = metrics["groups"]
+    for index, entry in enumerate(concepts):
+        by_group = entry["groups"]
+        shares = [by_group[g]["active"][-1] / by_group[g]["size"] if g in by_group else 0.0 for g in order]
+        ax.plot(range(len(order)), [v if v > 0 else float("nan") for v in shares], color=PALETTE[index % len(PALETTE)],
+                marker="o", linestyle=dashes[index % len(dashes)], label=entry["concept"])  # fmt: skip
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+    ax.set_xticks(range(len(order)), order, rotation=60, ha="right")
+    ax.set_ylabel("share of its parameters active")
+    ax.set_title("after the last map, by UNet block")
+    if len(concepts) > 1:
+        ax.legend(frameon=False)
     figure.suptitle("concept-specific saliency: active parameters against intersected maps")
     add_caption(figure, caption_text(
         result.config, ("prompts", "seeds", "fraction", "t_prime", "sample_steps"),
         "one map per (prompt, seed) = the top fraction of |grad| of Eq. 3 per tensor; maps intersected in "
-        "(seed, prompt) order; right: share of each part's parameters active after the last map (no point: none)"))
+        "(seed, prompt) order; right: share of each part's parameters still active (no point: none)"))
     return {"saliency_intersection": figure}
 
 

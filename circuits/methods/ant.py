@@ -7,9 +7,9 @@ Concepts" (ACM MM 2025), Secs. 3.1-3.3, Eqs. 1, 3-6, App. B (Table 6), Figs. 3-4
   :class:`~circuits.ReversedCFG` (the condition direction ``delta = eps_c - eps_u`` flips for
   ``t <= t'``) for several ``t'`` (the unreversed and every reversed variant as row blocks of batched
   calls, :func:`circuits.sampling.sweep`) and measures, against the unreversed images, how much
-  layout is kept (cosine of the final latents, mean absolute pixel difference, IoU of the pocket
-  oracle's foreground masks and of their filled silhouettes, the silhouette's centre shift) and
-  which attributes the oracle reads.
+  layout is kept (cosine of the final latents, mean absolute pixel difference; from the pocket
+  oracle's foreground masks: their IoU, that of the filled silhouettes, the IoU of the object's
+  bounding boxes and the shift of its centre) and which attributes the oracle reads.
 - **Trajectory-aware loss** (Sec. 3.2, Eq. 3), on noisy latents ``z_t`` of the concept's prompts::
 
       L = ||eps(z_t1, t1, c) - sg[eps*(z_t1, t1) + eta delta*]||^2        t1 ~ U(t', T)   (preserve)
@@ -467,14 +467,15 @@ class ReversalStudy:
     def table(self) -> str:
         """A markdown table: the unreversed images, then one row per t'."""
         attrs = [k[len("changed_"):] for k in self.rows[0] if k.startswith("changed_")] if self.rows else []
-        head = ["t'", "reversed steps", "latent cosine", "pixel diff", "mask IoU", "silhouette IoU", "centre shift"]
+        head = ["t'", "reversed steps", "latent cosine", "pixel diff", "mask IoU", "silhouette IoU", "box IoU",
+                "centre shift"]
         head += [f"{a} changed / as prompted" for a in attrs]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for row in [self.reference, *self.rows]:
             cells = ["none" if row.get("t_prime") is None else f"{row['t_prime']:g}",
                      f"{row['reversed_steps']}/{len(self.timesteps)}", f"{row['latent_cosine']:.3f}",
                      f"{row['pixel_difference']:.1f}", _fmt(row.get("mask_iou")), _fmt(row.get("silhouette_iou")),
-                     _fmt(row.get("centre_shift"))]  # fmt: skip
+                     _fmt(row.get("box_iou")), _fmt(row.get("centre_shift"))]  # fmt: skip
             cells += [f"{_fmt(row.get(f'changed_{a}'))} / {_fmt(row.get(f'matches_{a}'))}" for a in attrs]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
@@ -504,9 +505,10 @@ def reversal_study(
     seed per image. Per ``t'``: the cosine of the final latents with the unreversed ones, the mean
     absolute pixel difference (0-255), and with the pocket oracle (``oracle=None``: on the pocket
     model) the IoU of the foreground masks and of the silhouettes (the masks with their holes
-    filled: striped and outlined objects cover their inside), the shift of the silhouette's centre
-    (pixels), the fraction of images whose colour / shape / texture / background read changed, and
-    the fraction still reading what the prompt names. The unreversed and every reversed variant run
+    filled: striped and outlined objects cover their inside), the IoU of the bounding boxes of the
+    objects (each silhouette's largest piece) and the shift of their centres (pixels), the fraction
+    of images whose colour / shape / texture / background read changed, and the fraction still
+    reading what the prompt names. The unreversed and every reversed variant run
     as row blocks of batched calls (:func:`circuits.sampling.sweep`, at most ``max_batch`` images each).
     """
     from circuits.sampling import CFG, ReversedCFG, make_scheduler, sweep
@@ -574,12 +576,37 @@ def _read(images: Sequence[Any]) -> dict[str, Any]:
 
     mask = fg_mask(to_array(list(images))) > 0.5
     silhouette = np.stack([ndimage.binary_fill_holes(m) for m in mask]) if len(mask) else mask
-    return {**_oracle().read(list(images)), "mask": mask, "silhouette": silhouette}
+    objects = []  # the largest piece of each silhouette: where the object is, specks left out
+    for sil in silhouette:
+        labels, count = ndimage.label(sil)
+        if not count:
+            objects.append(np.zeros_like(sil))
+            continue
+        sizes = ndimage.sum(sil, labels, range(1, count + 1))
+        objects.append(labels == 1 + int(np.argmax(sizes)))
+    return {**_oracle().read(list(images)), "mask": mask, "silhouette": silhouette, "object": np.stack(objects)}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     inter, union = (a & b).sum((1, 2)), (a | b).sum((1, 2))
     return float(np.mean(np.where(union > 0, inter / np.maximum(union, 1), 1.0)))
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    ys, xs = np.nonzero(mask)
+    return (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1) if len(ys) else None
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean IoU of the bounding boxes of two sets of masks; images where either is empty are left out."""
+    values = []
+    for p, q in zip(map(_box, a), map(_box, b)):
+        if p is None or q is None:
+            continue
+        inter = max(0, min(p[1], q[1]) - max(p[0], q[0])) * max(0, min(p[3], q[3]) - max(p[2], q[2]))
+        union = (p[1] - p[0]) * (p[3] - p[2]) + (q[1] - q[0]) * (q[3] - q[2]) - inter
+        values.append(inter / union)
+    return float(np.mean(values)) if values else float("nan")
 
 
 def _centre_shift(a: np.ndarray, b: np.ndarray) -> float:
@@ -603,7 +630,8 @@ def _compare(base: dict[str, Any], other: dict[str, Any], prompts: Sequence[str]
     out = {
         "mask_iou": _iou(base["mask"], other["mask"]),
         "silhouette_iou": _iou(base["silhouette"], other["silhouette"]),
-        "centre_shift": _centre_shift(base["silhouette"], other["silhouette"]),
+        "box_iou": _box_iou(base["object"], other["object"]),
+        "centre_shift": _centre_shift(base["object"], other["object"]),
     }
     for attr in ("colour", "shape", "texture", "background"):
         out[f"changed_{attr}"] = float(np.mean([a != b for a, b in zip(base[attr], other[attr])]))

@@ -27,7 +27,7 @@ def test_fast_run_on_pocket_reads_layout_and_attributes(fast) -> None:
     assert none["reversed_steps"] == 0 and everything["reversed_steps"] == config.steps
     # no reversed step: the very images of plain CFG
     assert none["latent_cosine"] == pytest.approx(1.0, abs=1e-5) and none["pixel_difference"] < 0.5
-    assert none["kept_shape"] == none["kept_colour"] == none["kept_texture"] == 1.0 and none["silhouette_iou"] == 1.0
+    assert none["kept_shape"] == none["kept_colour"] == none["kept_texture"] == 1.0 and none["box_iou"] == 1.0
     assert everything["pixel_difference"] > 5 and everything["latent_cosine"] < 0.99
     for row in [metrics["plain"], *rows]:
         for key, value in row.items():

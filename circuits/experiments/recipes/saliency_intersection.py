@@ -224,12 +224,14 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             notes.append(f"{name}: {curve[0]:,} active in one map, {curve[-1]:,} after {k} (too few maps for a shape).")
         parts = {g: v["active"][-1] / v["size"] for g, v in entry["groups"].items() if v["size"]}
         top = max(parts, key=parts.get)
-        kinds = {g: v["active"][-1] for g, v in entry["kinds"].items()}
-        most = max(kinds, key=kinds.get)
+        kinds = {g: v["active"][-1] / v["size"] for g, v in entry["kinds"].items() if v["size"]}
+        densest = max(kinds, key=kinds.get)
+        overall = curve[-1] / entry["considered"]
+        times = f", {kinds[densest] / overall:.1f}x the overall share" if overall > 0 else ""
         notes.append(
-            f"{name}: after {k} maps the densest part is {top} ({parts[top]:.3%} of its parameters active); "
-            f"by kind of layer {most} holds the most ({kinds[most]:,} of {curve[-1]:,}); "
-            f"{entry['tensors_active']} of {entry['tensors']} tensors keep an active entry."
+            f"{name}: after {k} maps the densest kind of layer is {densest} ({kinds[densest]:.4%} of its parameters "
+            f"active, {entry['kinds'][densest]['active'][-1]:,} of the {curve[-1]:,}{times}) and the densest block "
+            f"{top} ({parts[top]:.4%}); {entry['tensors_active']} of {entry['tensors']} tensors keep an active entry."
         )
     notes.append("ANT's Fig. 4 reports the count converging at about 100 intersected maps for each of its four "
                  "concepts on SD 1.4.")
