@@ -245,13 +245,15 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             f"{headline['share, SoT']:.3f}, the first [EoT] {headline['share, first [EoT]']:.3f}, all [EoT]s together "
             f"{headline['share, all [EoT]s']:.2f}."
         )
-        alike = _mean([t["corr_sot"] for t in words])
+        alike = [t for t in words if t["corr_sot"] is not None and t["corr_sot"] >= 0.9]
+        others = [f"{t['label']!r} (position {t['positions'][0]}, r = {t['corr_sot']:+.2f})" for t in words
+                  if t not in alike]  # fmt: skip
         contrast = _mean([t["contrast"] for t in words])
         notes.append(
-            f"The word maps correlate with the SoT's map at r = {alike:.2f} on average (1: the same picture up to "
-            f"scale) and vary over the image by {100 * contrast:.0f}% of their mean (std / mean): "
-            + ("they look alike and nearly flat, so a per-token min-max normalised overlay shows mostly the "
-               "normalisation." if alike > 0.8 and contrast < 0.2 else "they differ from the SoT's.")
+            f"{len(alike)} of {len(words)} word maps correlate with the SoT's map at r >= 0.9 (the same picture up to "
+            f"scale)" + (f"; the others: {', '.join(others)}" if others else "") + f". The word maps vary over the "
+            f"image by {100 * contrast:.0f}% of their mean (std / mean)"
+            + (", so a per-token min-max normalised overlay mostly shows the normalisation." if contrast < 0.2 else ".")
         )
     if on_pocket:
         per_role = ", ".join(f"{names[r]} {headline[f'r(mask), {names[r]}']:+.2f}" for r in ("sot", "word", "eot",

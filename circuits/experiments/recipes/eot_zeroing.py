@@ -240,7 +240,7 @@ def _oracle_reads(images: list[Any]) -> list[dict[str, str]]:
             fast={"prompts": POCKET_PROMPTS[0:4:3], "seeds": (0,), "steps": 3, "ks": (0, 4), "all_but": (1, 0),
                   "floor_images": 2, "show_prompts": 2})  # fmt: skip
 def eot_zeroing(model: Diffusion, config: EotZeroingConfig) -> ExperimentResult:
-    """Cross-attention maps of the last k of K [EoT]s zeroed (and masked), words and SoT as controls (Figs. 2, 7a)."""
+    """The last k of K [EoT] cross-attention maps zeroed (and masked): what the oracle still reads, against k."""
     from circuits.sampling import sample, sweep
 
     _check(model, config)
@@ -287,7 +287,7 @@ def eot_zeroing(model: Diffusion, config: EotZeroingConfig) -> ExperimentResult:
     metrics = {
         "prompts": prompts, "seeds": seeds, "shown_prompts": shown,
         "K": [len(lay.eot_all) for lay in lays], "first_eot": [lay.first_eot for lay in lays],
-        "grid": points, "modes": list(config.modes), "controls": list(config.controls),
+        "grid": points, "modes": list(config.modes), "branch": config.branch, "controls": list(config.controls),
         "variants": variants, "order": [arm.name for arm in arms], "floor": floor, "attributes": list(ATTRIBUTES),
         "named": [named_attributes(p) for p in prompts] if on_pocket else None,
         "attention": {
@@ -307,101 +307,121 @@ def _fmt(rate: float | None) -> str:
     return "–" if rate is None else f"{rate:.2f}"
 
 
+def describe(name: str) -> str:
+    """A variant's name in words: "zero k=K-1" -> "all but 1 [EoT] zeroed", "mask words" -> "words masked"."""
+    if name == "plain":
+        return name
+    mode, what = name.split(" ", 1)
+    done = f"{mode}ed"
+    if not what.startswith("k="):
+        return f"{what} {done}"
+    k = what[2:]
+    if k == "K":
+        return f"every [EoT] {done}"
+    if k.startswith("K-"):
+        n = int(k[2:])
+        return f"all but {n} [EoT]{'s' if n > 1 else ''} {done}"
+    return f"last {k} [EoT]{'s' if k != '1' else ''} {done}"
+
+
 def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Headline numbers and notes, computed from the metrics."""
-    variants, grid = metrics["variants"], metrics["grid"]
+    variants, grid, modes = metrics["variants"], metrics["grid"], metrics["modes"]
     attention = metrics["attention"]
-    modes = metrics["modes"]
-    last = grid[-1]["label"]
-    everything = "K" if any(p["kind"] == "all_but" and p["value"] == 0 for p in grid) else None
+    last = f"k={grid[-1]['label']}"
+    names = {mode: ["plain"] + [f"{mode} k={p['label']}" for p in grid[1:]] for mode in modes}
+    controls = [f"{m} {c}" for m in modes for c in ("words", "SoT") if f"{m} {c}" in variants]
+    ks = ", ".join(p["label"] for p in grid)
+    counts = sorted(set(metrics["K"]))
+    keys = len(attention["per_prompt"][0])
+    share = (f"Cross-attention share (conditional branch, plain): the [EoT]s get {attention['eot_all']:.2f}, the "
+             f"words {attention['words']:.2f}, the SoT {attention['sot']:.3f} (K = {counts[0]}"
+             + (f"–{counts[-1]}" if len(counts) > 1 else "") + f" [EoT] positions of {keys}; uniform attention "
+             f"would give each position {1 / keys:.3f}).")  # fmt: skip
     headline: dict[str, Any] = {}
     notes: list[str] = []
-    ks = ", ".join(p["label"] for p in grid)
-    k_range = f"{min(metrics['K'])}–{max(metrics['K'])}" if min(metrics["K"]) != max(metrics["K"]) else metrics["K"][0]
-    share = (f"Cross-attention share (conditional branch, plain): [EoT]s {attention['eot_all']:.2f}, "
-             f"words {attention['words']:.2f}, SoT {attention['sot']:.3f} (K = {k_range} [EoT] positions of "
-             f"{len(attention['per_prompt'][0])}); uniform attention would give each position "
-             f"{1 / len(attention['per_prompt'][0]):.3f}.")  # fmt: skip
 
-    if metrics["variants"]["plain"]["kept"] is None:  # off pocket: pixel changes only
-        def pixels(name: str) -> str:
-            return f"{variants[name]['pixel_difference']:.1f}" if name in variants else "–"
-
+    if variants["plain"]["kept"] is None:  # off pocket: pixel changes only
+        for name in [f"{m} {last}" for m in modes] + controls:
+            headline[f"pixel change, {describe(name)}"] = variants[name]["pixel_difference"]
         for mode in modes:
-            headline[f"pixel change, {mode} k={last}"] = variants[f"{mode} k={last}"]["pixel_difference"]
-            for control in ("words", "SoT"):
-                if f"{mode} {control}" in variants:
-                    headline[f"pixel change, {mode} {control}"] = variants[f"{mode} {control}"]["pixel_difference"]
-        names = ["plain"] + [f"{modes[0]} k={p['label']}" for p in grid[1:]]
-        curve = ", ".join(f"k={p['label']} {pixels(name)}" for p, name in zip(grid, names))
-        notes.append(f"No oracle off pocket: mean absolute pixel change (0-255) against the plain images, "
-                     f"{modes[0]}ed [EoT]s at k = {ks}: {curve}.")  # fmt: skip
+            pixels = [variants[n]["pixel_difference"] for n in names[mode]]
+            curve = ", ".join(f"k={p['label']} {value:.1f}" for p, value in zip(grid, pixels))
+            notes.append(f"No oracle off pocket: mean absolute pixel change (0-255) against the plain images, "
+                         f"[EoT]s {mode}ed at k = {ks}: {curve}.")  # fmt: skip
         notes.append(share)
         return headline, notes
 
-    plain = variants["plain"]["kept"]["all"]
+    def kept(name: str) -> float:
+        return variants[name]["kept"]["all"]
+
+    plain = kept("plain")
     floor = metrics["floor"]["all"] if metrics["floor"] else None
+    base = floor if floor is not None else 0.0
     headline["kept, plain"] = plain
-
-    def kept(name: str) -> float | None:
-        return variants[name]["kept"]["all"] if name in variants else None
-
-    def removed_share(value: float | None) -> str:
-        if value is None or floor is None or plain - floor <= 0:
-            return ""
-        return f", {100 * (plain - value) / (plain - floor):.0f}% of what the prompt adds over chance removed"
-
-    for mode in modes:
-        headline[f"kept, {mode} k={last}"] = kept(f"{mode} k={last}")
-    for mode in modes:
-        for control in ("words", "SoT"):
-            if f"{mode} {control}" in variants:
-                headline[f"kept, {mode} {control}"] = kept(f"{mode} {control}")
+    for name in [f"{m} {last}" for m in modes] + controls:
+        headline[f"kept, {describe(name)}"] = kept(name)
+    if "zero k=K-1" in variants:
+        headline[f"kept, {describe('zero k=K-1')}"] = kept("zero k=K-1")
     if floor is not None:
         headline["chance (no prompt)"] = floor
 
+    def removed(value: float) -> str:
+        if floor is None or plain - floor <= 0:
+            return ""
+        return f"; {100 * (plain - value) / (plain - floor):.0f}% of what the prompt adds over chance is removed"
+
     mode = modes[0]
-    per_attribute = variants[f"{mode} k={last}"]["kept"]
+    end = f"{mode} {last}"
     before = {a: v for a, v in variants["plain"]["kept"].items() if a != "all" and v is not None}
-    attrs = ", ".join(f"{a} {_fmt(v)} → {_fmt(per_attribute[a])}" for a, v in before.items())
-    what = "every [EoT] map" if last == everything else f"the last {last} [EoT] maps"
-    floor_text = f"; chance (no prompt) {floor:.2f}" if floor is not None else ""
+    attrs = ", ".join(f"{a} {_fmt(v)} → {_fmt(variants[end]['kept'][a])}" for a, v in before.items())
+    branch = {"both": "both CFG branches", "cond": "the conditional branch", "uncond": "the unconditional branch"}
+    floor_text = f", chance (an image drawn with no prompt) {floor:.2f}" if floor is not None else ""
     notes.append(
-        f"{mode.capitalize()}ing {what} (both CFG branches) keeps {kept(f'{mode} k={last}'):.2f} of the prompts' "
-        f"named attributes against {plain:.2f} plain{floor_text}{removed_share(kept(f'{mode} k={last}'))} "
-        f"(per attribute, plain → {mode}ed: {attrs})."
+        f"With {describe(end).replace(f' {mode}ed', '')} map {mode}ed ({branch[metrics.get('branch', 'both')]}) the "
+        f"oracle reads {kept(end):.2f} of the prompts' named attributes, against {plain:.2f} plain{floor_text}"
+        f"{removed(kept(end))} (per attribute, plain → {mode}ed: {attrs})."
     )
-    controls = [f"{m} {c}" for m in modes for c in ("words", "SoT") if f"{m} {c}" in variants]
     if controls:
-        notes.append("Controls: " + ", ".join(f"{name} keeps {kept(name):.2f}" for name in controls)
-                     + f" (plain {plain:.2f}).")  # fmt: skip
+        words = [n for n in controls if n.endswith(" words")]
+        verdict = (": the attributes do not need the words' own attention maps" if words and
+                   all(kept(n) >= plain - 0.1 * (plain - base) for n in words) else "")  # fmt: skip
+        text = ", ".join(f"{describe(n)} keeps {kept(n):.2f}" for n in controls)
+        notes.append(f"Controls: {text} (plain {plain:.2f}){verdict}.")
     for m in modes:
-        curve = [(p["label"], kept("plain" if i == 0 else f"{m} k={p['label']}")) for i, p in enumerate(grid)]
-        high = plain - 0.1 * (plain - (floor or 0))
+        curve = [(p["label"], kept(n)) for p, n in zip(grid, names[m])]
         held = []
         for label, value in curve:
-            if value is None or value < high:
+            if value < plain - 0.1 * (plain - base):
                 break
             held.append(label)
-        text = ", ".join(f"k={label} {_fmt(value)}" for label, value in curve)
-        tail = ""
-        if len(curve) > 1:
-            drop = next((label for label, value in curve if value is not None and
-                         value < plain - 0.5 * (plain - (floor or 0))), None)  # fmt: skip
-            tail = (f"; the attributes hold (within 10% of the way to chance) up to k={held[-1] if held else '0'} "
-                    + (f"and fall past half-way to chance at k={drop}" if drop else "and never fall past half-way"))
-        notes.append(f"{m.capitalize()}ed, kept against k (last k of each prompt's K [EoT]s): {text}{tail}.")
-    removed = variants[f"{mode} k={last}"]["attention_removed"]
-    notes.append(share + f" {mode.capitalize()}ing k={last} removes {removed:.2f} of the attention; the words "
-                 f"control {attention['words']:.2f}." + (" Masking renormalises: the attention total stays 1, "
-                                                         "the remaining tokens take the [EoT]s' share."
-                                                         if "mask" in modes else ""))  # fmt: skip
-    one_left = "zero k=K-1" if "zero k=K-1" in variants else None
-    if one_left and "zero k=K" in variants:
+        drop = next((label for label, value in curve if value < plain - 0.5 * (plain - base)), None)
+        text = ", ".join(f"k={label} {value:.2f}" for label, value in curve)
+        tail = (f"; they hold (within 10% of the way to {'chance' if floor is not None else 0}) up to "
+                f"k={held[-1] if held else '0'} and "
+                + (f"fall past half-way at k={drop}" if drop else "never fall past half-way"))  # fmt: skip
+        notes.append(f"[EoT]s {m}ed, attributes kept against k (the last k of each prompt's K): {text}{tail}.")
+    first_upper = describe(end)[0].upper() + describe(end)[1:]
+    notes.append(share + f" {first_upper} removes {variants[end]['attention_removed']:.2f} of it, the words "
+                 f"{attention['words']:.2f}.")  # fmt: skip
+    if "zero" in modes and "mask" in modes and f"mask {last}" in variants:
+        masked, zeroed = kept(f"mask {last}"), kept(f"zero {last}")
+        if masked >= plain - 0.5 * (plain - base) > zeroed:
+            which = describe(f"zero {last}").removesuffix(" zeroed")
+            notes.append(
+                f"Masked instead of zeroed (the softmax renormalised over the SoT and the words), {which} keeps "
+                f"{masked:.2f} against {zeroed:.2f}: once the [EoT]s' share of the "
+                "attention goes to the words, the words' values carry most of the attributes. Zeroing removes that "
+                "share of the attention output outright, so its effect mixes what the [EoT]s hold with how much "
+                "attention they hold."
+            )
+    if "zero k=K-1" in variants and "zero k=K" in variants:
         notes.append(
-            f"TRCE (Fig. 7a, SD1.4): with every [EoT] map zeroed the implied concept leaves, with one or two left it "
-            f"comes back. On pocket one [EoT] left keeps {kept(one_left):.2f}"
+            "TRCE (Fig. 7a, SD1.4): with every [EoT] map zeroed the implied concept leaves, and one or two [EoT]s left "
+            f"bring it back. On pocket one [EoT] left keeps {kept('zero k=K-1'):.2f}"
             + (f", two {kept('zero k=K-2'):.2f}" if "zero k=K-2" in variants else "")
-            + f", none {kept('zero k=K'):.2f} (plain {plain:.2f})."
+            + f", none {kept('zero k=K'):.2f} (plain {plain:.2f})"
+            + (": the first [EoT]s do not bring the attributes back on pocket." if
+               kept("zero k=K-1") < plain - 0.5 * (plain - base) else ".")
         )
     return headline, notes
