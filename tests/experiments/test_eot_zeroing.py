@@ -70,7 +70,8 @@ def test_oracle_rates_are_rates(fast):
         assert len(metrics["reads"][name]) == 2
     assert 0.0 <= metrics["floor"]["all"] <= 1.0
     assert result.headline["kept, plain"] == metrics["variants"]["plain"]["kept"]["all"]
-    assert any(note.startswith("Zeroing every [EoT] map") for note in result.notes)
+    assert any(note.startswith("With every [EoT] map zeroed (both CFG branches)") for note in result.notes)
+    assert result.headline["kept, every [EoT] zeroed"] == metrics["variants"]["zero k=K"]["kept"]["all"]
 
 
 def test_rows_scoped_all_but_variants_match_their_own_call(fast):
