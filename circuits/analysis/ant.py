@@ -44,7 +44,7 @@ def draw_reversal(result: Any) -> dict[str, Any]:
         elif key == "layout":
             series = {"latent cosine": [r["latent_cosine"] for r in rows]}
             if metrics["oracle"]:
-                series["object box IoU"] = _nan([r.get("box_iou") for r in rows])
+                series["bounding-box IoU"] = _nan([r.get("box_iou") for r in rows])
                 series["silhouette IoU"] = _nan([r.get("silhouette_iou") for r in rows])
                 series["foreground-mask IoU"] = _nan([r.get("mask_iou") for r in rows])
             curves(ax, t_primes, series, xlabel="t'", ylabel=ylabel, ylim=(min(-0.05, *series["latent cosine"]), 1.03))
@@ -58,8 +58,8 @@ def draw_reversal(result: Any) -> dict[str, Any]:
         result.config, ("seeds", "steps", "guidance_scale"),
         f"{len(metrics['prompts'])} prompts x {len(metrics['seeds'])} seeds = {metrics['images_per_variant']} "
         "images per t'; kept = the pocket oracle reads the same shape / colour / texture / background as on the "
-        "plain image of the same noise; silhouette = foreground mask with holes filled, object box = bounding box of "
-        "its largest piece"))  # fmt: skip
+        "plain image of the same noise; silhouette = foreground mask with holes filled; bounding box "
+        "of the foreground mask"))  # fmt: skip
     figures["cfg_reversal_measures"] = figure
     return figures
 

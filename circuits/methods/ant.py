@@ -8,8 +8,8 @@ Concepts" (ACM MM 2025), Secs. 3.1-3.3, Eqs. 1, 3-6, App. B (Table 6), Figs. 3-4
   ``t <= t'``) for several ``t'`` (the unreversed and every reversed variant as row blocks of batched
   calls, :func:`circuits.sampling.sweep`) and measures, against the unreversed images, how much
   layout is kept (cosine of the final latents, mean absolute pixel difference; from the pocket
-  oracle's foreground masks: their IoU, that of the filled silhouettes, the IoU of the object's
-  bounding boxes and the shift of its centre) and which attributes the oracle reads.
+  oracle's foreground masks: their IoU, that of the filled silhouettes, the IoU of their bounding
+  boxes and the shift of their centres) and which attributes the oracle reads.
 - **Trajectory-aware loss** (Sec. 3.2, Eq. 3), on noisy latents ``z_t`` of the concept's prompts::
 
       L = ||eps(z_t1, t1, c) - sg[eps*(z_t1, t1) + eta delta*]||^2        t1 ~ U(t', T)   (preserve)
@@ -505,11 +505,11 @@ def reversal_study(
     seed per image. Per ``t'``: the cosine of the final latents with the unreversed ones, the mean
     absolute pixel difference (0-255), and with the pocket oracle (``oracle=None``: on the pocket
     model) the IoU of the foreground masks and of the silhouettes (the masks with their holes
-    filled: striped and outlined objects cover their inside), the IoU of the bounding boxes of the
-    objects (each silhouette's largest piece) and the shift of their centres (pixels), the fraction
-    of images whose colour / shape / texture / background read changed, and the fraction still
-    reading what the prompt names. The unreversed and every reversed variant run
-    as row blocks of batched calls (:func:`circuits.sampling.sweep`, at most ``max_batch`` images each).
+    filled: striped and outlined objects cover their inside), the IoU of the masks' bounding boxes
+    and the shift of the masks' centres (pixels), the fraction of images whose colour / shape /
+    texture / background read changed, and the fraction still reading what the prompt names. The
+    unreversed and every reversed variant run as row blocks of batched calls
+    (:func:`circuits.sampling.sweep`, at most ``max_batch`` images each).
     """
     from circuits.sampling import CFG, ReversedCFG, make_scheduler, sweep
 
@@ -576,15 +576,7 @@ def _read(images: Sequence[Any]) -> dict[str, Any]:
 
     mask = fg_mask(to_array(list(images))) > 0.5
     silhouette = np.stack([ndimage.binary_fill_holes(m) for m in mask]) if len(mask) else mask
-    objects = []  # the largest piece of each silhouette: where the object is, specks left out
-    for sil in silhouette:
-        labels, count = ndimage.label(sil)
-        if not count:
-            objects.append(np.zeros_like(sil))
-            continue
-        sizes = ndimage.sum(sil, labels, range(1, count + 1))
-        objects.append(labels == 1 + int(np.argmax(sizes)))
-    return {**_oracle().read(list(images)), "mask": mask, "silhouette": silhouette, "object": np.stack(objects)}
+    return {**_oracle().read(list(images)), "mask": mask, "silhouette": silhouette}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -630,8 +622,8 @@ def _compare(base: dict[str, Any], other: dict[str, Any], prompts: Sequence[str]
     out = {
         "mask_iou": _iou(base["mask"], other["mask"]),
         "silhouette_iou": _iou(base["silhouette"], other["silhouette"]),
-        "box_iou": _box_iou(base["object"], other["object"]),
-        "centre_shift": _centre_shift(base["object"], other["object"]),
+        "box_iou": _box_iou(base["mask"], other["mask"]),
+        "centre_shift": _centre_shift(base["mask"], other["mask"]),
     }
     for attr in ("colour", "shape", "texture", "background"):
         out[f"changed_{attr}"] = float(np.mean([a != b for a, b in zip(base[attr], other[attr])]))

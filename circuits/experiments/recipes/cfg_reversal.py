@@ -14,11 +14,11 @@ Decisions:
   prompt: an attribute is kept when the pocket oracle reads the same value on both images. Shape is
   the layout; colour and texture are the attributes (their mean is "attributes kept").
 - Layout without the oracle's classifiers: the cosine of the final latents, the mean absolute pixel
-  difference (0-255), and from the oracle's foreground masks the IoU of the object's bounding boxes
-  (the largest piece of the mask with its holes filled) and the shift of its centre in pixels. The
-  IoU of the masks and of the *silhouettes* (masks with their holes filled) are reported too; both are
-  low even for near-identical images (0.5-0.6 at t' = 100 on pocket), since the foreground of
-  striped and outlined 32 x 32 objects is thin and shifts by a pixel; the box is the robust one.
+  difference (0-255), and from the oracle's foreground masks the IoU of their bounding boxes (where
+  the object is and how large) and the shift of their centres in pixels. The IoU of the masks and
+  of the *silhouettes* (masks with their holes filled) are reported too; both are low even for
+  near-identical images (0.5-0.6 at t' = 100 on pocket), since the foreground of striped and
+  outlined 32 x 32 objects is thin, in pieces, and shifts by a pixel; the box is the robust one.
 - ``t'`` is in the scheduler's timestep units (0-1000). The paper reverses at 25, 35 and 45 of 50
   steps; the figure labels each ``t'`` with the number of reversed steps for comparison.
 - On a model other than pocket only the latent cosine and the pixel difference are measured.
@@ -156,11 +156,11 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     headline["shape kept there"] = best["kept_shape"]
     headline["colour kept there"] = best["kept_colour"]
     headline["texture kept there"] = best["kept_texture"]
-    headline["object box IoU there"] = best["box_iou"]
+    headline["bounding-box IoU there"] = best["box_iou"]
     notes.append(
         f"The widest gap between layout kept and attributes kept is at {at(best)}: shapes kept in "
         f"{best['kept_shape']:.2f} of the images, colours in {best['kept_colour']:.2f}, textures in "
-        f"{best['kept_texture']:.2f} (gap {gap:+.2f}); object box IoU with the plain image "
+        f"{best['kept_texture']:.2f} (gap {gap:+.2f}); bounding-box IoU with the plain image "
         f"{best['box_iou']:.2f}, latent cosine {best['latent_cosine']:.2f}."
     )
     late = [r for r in reversing if r["t_prime"] < best["t_prime"]]
@@ -168,7 +168,7 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         row = late[0]
         notes.append(
             f"Reversing later, {at(row)} keeps shapes in {row['kept_shape']:.2f}, colours in "
-            f"{row['kept_colour']:.2f} and textures in {row['kept_texture']:.2f} (object box IoU "
+            f"{row['kept_colour']:.2f} and textures in {row['kept_texture']:.2f} (bounding-box IoU "
             f"{row['box_iou']:.2f}, latent cosine {row['latent_cosine']:.2f}, pixel difference "
             f"{row['pixel_difference']:.1f} of 255)."
         )
@@ -177,8 +177,8 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         first = min(lost, key=lambda r: r["t_prime"])
         headline["first t' keeping under half the shapes"] = first["t_prime"]
         notes.append(
-            f"From {at(first)} on the layout goes: shapes kept in {first['kept_shape']:.2f}, object box IoU "
-            f"{first['box_iou']:.2f}, object centre moved {first['centre_shift']:.1f} px, latent cosine "
+            f"From {at(first)} on the layout goes: shapes kept in {first['kept_shape']:.2f}, bounding-box IoU "
+            f"{first['box_iou']:.2f}, mask centre moved {first['centre_shift']:.1f} px, latent cosine "
             f"{first['latent_cosine']:.2f}; at the earliest t' ({reversing[-1]['t_prime']:g}) the background "
             f"changes in {reversing[-1]['changed_background']:.2f} of the images."
         )
