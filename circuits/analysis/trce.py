@@ -59,7 +59,7 @@ def draw_eot_zeroing(result: Any) -> dict[str, Any]:
         got = entry["kept"][panel]
         return float("nan") if got is None else got
 
-    figure = new_figure(1.9 + 2.3 * len(panels), 3.1)
+    figure = new_figure(1.9 + 2.7 * len(panels), 3.1)
     axes = figure.subplots(1, len(panels), squeeze=False, sharey=on_pocket)[0]
     handles: dict[str, Any] = {}
     for ax, panel in zip(axes, panels):
@@ -71,12 +71,15 @@ def draw_eot_zeroing(result: Any) -> dict[str, Any]:
             for control, colour in _CONTROL_COLOUR.items():
                 name = f"{mode} {control}"
                 if name in variants:
-                    handles[f"{control} {mode}ed"] = ax.axhline(value(name, panel), color=colour,
-                                                                linestyle=_MODE_STYLE[mode], linewidth=1.0)  # fmt: skip
+                    # words drawn wide and pale under the thin SoT line: both stay visible where they coincide
+                    width, alpha = (3.0, 0.45) if control == "words" else (1.0, 1.0)
+                    line = ax.axhline(value(name, panel), color=colour, alpha=alpha, linestyle=_MODE_STYLE[mode],
+                                      linewidth=width)  # fmt: skip
+                    handles[f"{control} {mode}ed"] = line
         if panel != "pixels" and metrics.get("floor") and metrics["floor"].get(panel) is not None:
             handles["no prompt (chance)"] = ax.axhline(metrics["floor"][panel], color="0.55", linestyle=":",
                                                        linewidth=1.2)  # fmt: skip
-        ax.set_xticks(x, ticks, fontsize=6)
+        ax.set_xticks(x, ticks, fontsize=5.5)
         ax.set_title(titles[panel])
         ax.set_xlabel("k [EoT]s zeroed (share of attention)")
         if panel == "pixels":
