@@ -100,12 +100,14 @@ def test_bad_settings_say_what_is_valid():
         run_experiment("eot_zeroing", site="unet.*atn2")
 
 
-def test_runs_on_a_tiny_sd_folder(tiny_dir):
-    result = run_experiment("eot_zeroing", model=str(tiny_dir), fast=True, prompts=("a red circle",),
-                            progress=False)  # fmt: skip
+@pytest.mark.parametrize("folder", ["tiny_dir", "tiny_sd2_dir"])
+def test_runs_on_a_tiny_sd_folder(folder, request):
+    """SD1.x (padding with the EoT id) and SD2.x (padding with '!') layouts: K is every position after the words."""
+    tiny = request.getfixturevalue(folder)
+    result = run_experiment("eot_zeroing", model=str(tiny), fast=True, prompts=("a red circle",), progress=False)
     variants = result.metrics["variants"]
     assert variants["plain"]["kept"] is None and result.metrics["floor"] is None  # no oracle off pocket
-    model = circuits.experiments.resolve_model(str(tiny_dir))
+    model = circuits.experiments.resolve_model(str(tiny))
     count = len(layout(model.tokenizer, "a red circle").eot_all)
     assert result.metrics["K"] == [count] and count == model.tokenizer.model_max_length - 4
     assert variants["zero k=K"]["zeroed"] == [count] and variants["zero k=K"]["pixel_difference"] >= 0

@@ -29,9 +29,11 @@ Decisions:
   (plain - variant) / (plain - floor).
 - **Attention share**: one extra plain call at the first seed captures every cross-attention's
   probabilities (conditional branch, mean over heads, image positions and steps), so the metrics say
-  what share of the attention each variant removes. On today's pocket weights attention is near
-  uniform over the 32 positions, so zeroing every [EoT] removes most of the attention output, which
-  the masked mode (renormalised, the same total) separates from the [EoT]s' content.
+  what share of the attention each variant's positions hold (``attention_removed``: zeroed, that share
+  of the attention output is removed; masked, it goes to the remaining tokens). On today's pocket
+  weights attention is near uniform over the 32 positions, so zeroing every [EoT] removes most of the
+  attention output, which the masked mode (renormalised, the same total) separates from the [EoT]s'
+  content.
 - Off pocket (any SD folder) everything runs the same except the oracle: the curve is the mean pixel
   change against the plain images instead.
 """
