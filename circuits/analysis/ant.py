@@ -24,7 +24,7 @@ def draw_reversal(result: Any) -> dict[str, Any]:
     figures: dict[str, Any] = {}
     if result.images:
         figures["cfg_reversal"] = image_grid(
-            result.images, columns=metrics.get("shown_columns"),
+            result.images, columns=metrics.get("shown_columns"), cell=0.75,
             title="the same noise with the condition direction reversed for t <= t'",
             caption=caption_text(result.config, ("seeds", "steps", "guidance_scale"),
                                  "rows: plain CFG, then t' (reversed steps of the schedule)"),
