@@ -20,24 +20,45 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 HERE = Path(__file__).resolve().parent
-#: dots per inch of the gallery copies: small enough to commit (< 150 KB each), sharp enough to read
+#: dots per inch of the gallery copies: sharp enough to read
 GALLERY_DPI = 80
+#: a committed figure above this size is stored with a 256-colour palette instead
+MAX_BYTES = 150_000
+
+
+def gallery_stem(experiment: str, figure: str, index: int) -> str:
+    """The file name of a gallery copy: the experiment's name for its first figure, else
+    ``<experiment>_<figure>`` (the figure's own name when it already starts with the experiment's)."""
+    if index == 0:
+        return experiment
+    return figure if figure.startswith(experiment) else f"{experiment}_{figure}"
+
+
+def small_png(figure) -> bytes:
+    """``figure`` as PNG at GALLERY_DPI, palette-quantised when the full-colour file is over MAX_BYTES."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=GALLERY_DPI, bbox_inches="tight")
+    if buffer.tell() <= MAX_BYTES:
+        return buffer.getvalue()
+    image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB").quantize(256, dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    image.save(buffer, format="png", optimize=True)
+    return buffer.getvalue()
 
 
 def save_small(result, names: list[str] | None = None) -> list[Path]:
-    import io
-
     from circuits.io import atomic_write
 
     written = []
     for index, (figure_name, figure) in enumerate(result.figures.items()):
         if names is not None and figure_name not in names:
             continue
-        stem = result.name if index == 0 else f"{result.name}_{figure_name}"
-        path = HERE / "figures" / f"{stem}.png"
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=GALLERY_DPI, bbox_inches="tight")
-        data = buffer.getvalue()
+        path = HERE / "figures" / f"{gallery_stem(result.name, figure_name, index)}.png"
+        data = small_png(figure)
         written.append(atomic_write(path, lambda f, d=data: f.write(d)))
     return written
 

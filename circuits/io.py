@@ -20,6 +20,8 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); an output should get the mode a plain open() gives it.
+        os.chmod(tmp, _default_file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()
@@ -32,8 +34,15 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     return path
 
 
-def write_json(path: str | os.PathLike[str], data: Any) -> Path:
-    text = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_json(path: str | os.PathLike[str], data: Any, *, sort_keys: bool = True) -> Path:
+    """``data`` as indented JSON, written atomically; ``sort_keys=False`` keeps insertion order (tables, rows)."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys, default=str).encode()
     return atomic_write(path, lambda f: f.write(text))
 
 

@@ -39,7 +39,8 @@ def result_html(result: "ExperimentResult") -> str:
         )
         parts.append(f"<table style='font-size:90%'>{rows}</table>")
     if result.notes:
-        items = "".join(f"<li>{html.escape(note)}</li>" for note in result.notes)
+        # pre-wrap: a note may hold a small plain-text table whose line breaks and alignment matter.
+        items = "".join(f"<li style='white-space:pre-wrap'>{html.escape(note)}</li>" for note in result.notes)
         parts.append(f"<ul style='font-size:90%'>{items}</ul>")
     for name, figure in result.figures.items():
         parts.append(

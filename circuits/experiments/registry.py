@@ -33,6 +33,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +97,33 @@ def experiment(
     return register
 
 
+_BROKEN_RECIPES: dict[str, str] = {}
+
+
+class RecipeImportWarning(UserWarning):
+    """A recipe module failed to import; the other experiments still run."""
+
+
 def _load_recipes() -> None:
+    # One broken recipe file (a missing optional package, a typo) must not take every experiment down:
+    # it is skipped with a warning naming the file, and asking for an experiment that is not found
+    # mentions it.
     from circuits.experiments import recipes
 
     for module in pkgutil.iter_modules(recipes.__path__):
-        importlib.import_module(f"{recipes.__name__}.{module.name}")
+        qualified = f"{recipes.__name__}.{module.name}"
+        if qualified in sys.modules or qualified in _BROKEN_RECIPES:
+            continue
+        try:
+            importlib.import_module(qualified)
+        except Exception as error:  # noqa: BLE001 -- reported, never swallowed silently
+            origin = Path(module.module_finder.path) / f"{module.name}.py"  # type: ignore[union-attr]
+            _BROKEN_RECIPES[qualified] = f"{origin}: {type(error).__name__}: {error}"
+            warnings.warn(
+                f"experiment recipes in {origin} were skipped: {type(error).__name__}: {error}",
+                RecipeImportWarning,
+                stacklevel=3,
+            )
 
 
 def experiments() -> dict[str, Experiment]:
@@ -114,7 +137,8 @@ def get_experiment(name: str) -> Experiment:
     if name not in registered:
         close = difflib.get_close_matches(str(name), list(registered), n=3)
         hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise ExperimentError(f"no experiment named {name!r}{hint}; experiments: {', '.join(registered)}")
+        broken = "".join(f"; not loaded: {reason}" for reason in _BROKEN_RECIPES.values())
+        raise ExperimentError(f"no experiment named {name!r}{hint}; experiments: {', '.join(registered)}{broken}")
     return registered[name]
 
 

@@ -90,17 +90,18 @@ class ExperimentResult:
                 "config": config_to_json(self.config) if self.config is not None else None,
                 "model": self.model,
                 "provenance": self.provenance,
-            })  # fmt: skip
+            }, sort_keys=False)  # fmt: skip
             rows = {}
             for index, (row, images) in enumerate(self.images.items()):
                 stem = f"{index:02d}_{_safe(row)}"
                 rows[row] = stem
                 for i, image in enumerate(images):
                     save_image(staging / "images" / stem / f"{i:03d}.png", image)
+            # Insertion order is meaning here (table rows, curve order, image rows), so keys stay unsorted.
             write_json(staging / "metrics.json", {
                 "metrics": self.metrics, "headline": self.headline, "notes": self.notes,
-                "seconds": round(self.seconds, 3), "image_rows": rows, "figures": sorted(self.figures),
-            })  # fmt: skip
+                "seconds": round(self.seconds, 3), "image_rows": rows, "figures": list(self.figures),
+            }, sort_keys=False)  # fmt: skip
             for name, figure in self.figures.items():
                 save_figure(figure, staging / "figures", name)
             _swap_into_place(staging, folder)
@@ -139,7 +140,9 @@ def load_result(folder: str | os.PathLike[str], *, redraw: bool = True) -> Exper
     name = config_data["experiment"]
     experiment = get_experiment(name)
     images = {}
-    for row, stem in metrics_data.get("image_rows", {}).items():
+    # Older folders were written with sorted keys: the numbered folder stems still give the order.
+    rows = sorted(metrics_data.get("image_rows", {}).items(), key=lambda item: int(item[1].split("_")[0]))
+    for row, stem in rows:
         files = sorted((folder / "images" / stem).glob("*.png"))
         images[row] = [Image.open(path).convert("RGB") for path in files]
     result = ExperimentResult(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -100,6 +102,36 @@ def test_rerunning_replaces_the_folder_and_a_failed_save_keeps_the_old_one(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim"]
 
 
+def test_reading_back_keeps_the_order_of_rows_tables_and_notes(tmp_path):
+    from PIL import Image
+
+    result = run_experiment("eot_similarity", fast=True)
+    names = [f"row {letter}" for letter in "zyxwvutsrqponm"]  # 14 rows, reverse-alphabetical on purpose
+    result.images = {name: [Image.new("RGB", (4, 4), (i * 15, 0, 0))] for i, name in enumerate(names)}
+    result.headline = {"zeta": 1.0, "alpha": 2.0, "mid": 3.0}
+    result.notes = ["| a | b |\n|---|---|\n| 1 | 2 |"]
+    result.save(tmp_path / "ordered")
+    again = load_result(tmp_path / "ordered", redraw=False)
+    assert list(again.images) == names and [im[0].getpixel((0, 0))[0] for im in again.images.values()] == [
+        i * 15 for i in range(len(names))
+    ]
+    assert list(again.headline) == ["zeta", "alpha", "mid"] and list(again.metrics) == list(result.metrics)
+    assert "white-space:pre-wrap" in again._repr_html_()  # a table in a note keeps its line breaks
+
+
+def test_a_recipe_file_that_fails_to_import_is_named_and_the_others_still_run(tmp_path, monkeypatch):
+    from circuits.experiments import recipes, registry
+
+    (tmp_path / "broken_recipe.py").write_text("import a_package_nobody_installed\n")
+    monkeypatch.setattr(recipes, "__path__", [*recipes.__path__, str(tmp_path)])
+    monkeypatch.setattr(registry, "_BROKEN_RECIPES", {})
+    with pytest.warns(registry.RecipeImportWarning, match=r"broken_recipe\.py.*a_package_nobody_installed"):
+        assert "eot_similarity" in experiments()
+    with pytest.raises(ExperimentError, match=r"no experiment named 'broken'.*not loaded: .*broken_recipe\.py"):
+        run_experiment("broken")
+    assert run_experiment("eot_similarity", fast=True).metrics
+
+
 def test_refuses_to_replace_a_folder_that_is_not_an_experiment_output(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not an experiment output folder"):
@@ -177,3 +209,17 @@ def test_loading_prints_nothing_a_user_cannot_act_on(tmp_path):
     noise = done.stdout + done.stderr
     for phrase in ("torchvision", "accelerate", "Loading pipeline components", "Loading weights"):
         assert phrase not in noise
+
+
+def test_every_experiment_is_documented_and_has_a_gallery_page():
+    root = Path(__file__).resolve().parents[2]
+    docs = (root / "docs" / "experiments.md").read_text()
+    gallery = (root / "analyses" / "README.md").read_text()
+    for name in experiments():
+        if name == "demo":
+            continue
+        assert f"### {name}\n" in docs and f"[`{name}`](#{name})" in docs, f"docs/experiments.md lacks {name}"
+        page = root / "analyses" / f"{name}.md"
+        assert page.is_file() and f"]({name}.md)" in gallery, f"analyses/README.md lacks a page for {name}"
+        for figure in re.findall(r"\]\((figures/[^)]+\.png)\)", page.read_text()):
+            assert (root / "analyses" / figure).is_file(), f"{page.name} shows {figure}, which is missing"
