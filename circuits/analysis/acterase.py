@@ -108,6 +108,8 @@ def draw_modules(result: Any) -> dict[str, Any]:
     """(a) erased rate and preservation per patched module against no patch; (b) mask density per
     module; and the images of every module's patch."""
     metrics = result.metrics
+    if metrics.get("measure") == "pixel_change":
+        return _draw_modules_pixels(result)
     order = metrics["order"]
     modules = metrics["modules"]
     before = metrics["before"]
@@ -149,12 +151,74 @@ def draw_modules(result: Any) -> dict[str, Any]:
     return figures
 
 
+PIXEL_LABEL = "mean |pixel change| vs no patch (0-255)"
+
+
+def _density_panel(ax: Any, modules: dict[str, Any], order: list[str], title: str) -> None:
+    labels = [modules[m]["label"] for m in order]
+    ax.bar(range(len(order)), [modules[m]["density"] for m in order],
+           color=[PALETTE[i % len(PALETTE)] for i in range(len(order))])  # fmt: skip
+    for i, m in enumerate(order):
+        layer_densities = [layer["density"] for layer in modules[m]["layers"]]
+        ax.scatter([i] * len(layer_densities), layer_densities, color="0.2", s=6, zorder=3,
+                   label="per layer" if i == 0 else None)  # fmt: skip
+    ax.set_xticks(range(len(order)), [label.replace(" ", "\n", 1) for label in labels])
+    ax.set_ylabel("fraction of entries masked")
+    ax.set_title(title, loc="left")
+    ax.set_ylim(0, 1)
+    ax.grid(axis="x", visible=False)
+    ax.legend(frameon=False, fontsize=6)
+
+
+def _draw_modules_pixels(result: Any) -> dict[str, Any]:
+    """Off pocket (no oracle): pixel change per prompt set, selectivity, mask density per module."""
+    metrics = result.metrics
+    order = metrics["order"]
+    modules = metrics["modules"]
+    labels = [modules[m]["label"] for m in order]
+    figure = new_figure(9.0, 3.2)
+    axes = figure.subplots(1, 3, width_ratios=[2.0, 1.2, 1.2])
+    _bars(axes[0], ["target prompts", "preservation prompts"],
+          {modules[m]["label"]: [modules[m]["pixel_change"]["target"], modules[m]["pixel_change"]["preservation"]]
+           for m in order}, ylabel=PIXEL_LABEL, values=True,
+          title=f"(a) erasing {metrics['concept']!r}: pixel change")  # fmt: skip
+    axes[0].set_xticks(range(2), ["target prompts", "preservation prompts"], rotation=0, ha="center")
+    axes[0].set_ylim(0, 1.2 * max([1e-3] + [v for m in order for v in modules[m]["pixel_change"].values()]))
+    selectivity = [modules[m]["selectivity"] for m in order]
+    heights = [np.nan if v is None else v for v in selectivity]
+    bars = axes[1].bar(range(len(order)), heights, color=[PALETTE[i % len(PALETTE)] for i in range(len(order))])
+    for bar, value in zip(bars, selectivity):
+        axes[1].text(bar.get_x() + bar.get_width() / 2, 0 if value is None else value,
+                     "n/a" if value is None else f"{value:.2f}", ha="center", va="bottom", fontsize=6)  # fmt: skip
+    axes[1].axhline(1.0, color="0.5", linestyle=":", linewidth=0.9)
+    axes[1].set_xticks(range(len(order)), [label.replace(" ", "\n", 1) for label in labels])
+    axes[1].set_ylabel("target change / preservation change")
+    axes[1].set_title("(b) selectivity", loc="left")
+    axes[1].set_ylim(0, 1.15 * max([1.0] + [v for v in selectivity if v is not None]))
+    axes[1].grid(axis="x", visible=False)
+    _density_panel(axes[2], modules, order, "(c) mask density")
+    caption = caption_text(result.config, ("concept", "ffn_score", "tau", "agreement", "branch", "collect_steps",
+                                           "prompts_per_set", "seeds", "steps"),
+                           "ActErase module comparison, pixel measures (no oracle off pocket)")  # fmt: skip
+    add_caption(figure, caption)
+    figures = {"patch_modules": figure}
+    if result.images:
+        figures["images"] = image_grid(
+            _ordered(result.images, ["no patch", *labels]), columns=metrics["shown_prompts"],
+            caption=caption + " · images: first seed",
+            title=f"ActErase on {metrics['concept']!r}: patched module (rows), target then preservation prompts",
+        )  # fmt: skip
+    return figures
+
+
 # -- multi_concept ---------------------------------------------------------------------------
 @styled
 def draw_multi(result: Any) -> dict[str, Any]:
     """(a) each prompt set's rate of its own value under 0..n merged concepts (erased cells boxed);
     (b) the means against n; (c) merged mask density against n; and the images."""
     metrics = result.metrics
+    if metrics.get("measure") == "pixel_change":
+        return _draw_multi_pixels(result)
     rows = metrics["rows"]
     names = metrics["set_names"]
     figure = new_figure(10.5, max(3.3, 1.6 + 0.32 * len(rows)))
@@ -189,6 +253,67 @@ def draw_multi(result: Any) -> dict[str, Any]:
     axes[2].set_xticks([m["n"] for m in merged])
     caption = caption_text(result.config, ("concepts", "layers", "tau", "agreement", "collect_steps",
                                            "prompts_per_concept", "seeds", "steps"), "ActErase Alg. 2 merge")
+    add_caption(figure, caption)
+    figures = {"multi_concept": figure}
+    if result.images:
+        figures["images"] = image_grid(
+            _ordered(result.images, [row["variant"] for row in metrics["rows"]]), columns=metrics["shown_prompts"],
+            caption=caption + " · images: first prompt, first seed",
+            title="ActErase merge of the first n concepts (rows) on each set's first prompt",
+        )  # fmt: skip
+    return figures
+
+
+def _draw_multi_pixels(result: Any) -> dict[str, Any]:
+    """Off pocket (no oracle): (a) each set's pixel change under every variant (erased cells boxed); (b) the
+    means against n; (c) selectivity against n; (d) merged mask density against n; and the images."""
+    metrics = result.metrics
+    rows = metrics["rows"]
+    names = metrics["set_names"]
+    label = "mean |pixel change| vs no erasure (0-255)"
+    figure = new_figure(12.0, max(3.3, 1.6 + 0.32 * len(rows)))
+    axes = figure.subplots(1, 4, width_ratios=[1.5, 1.1, 0.9, 0.9])
+    matrix = [[row["sets"][name]["pixel_change"] for name in names] for row in rows]
+    top = max([1e-3] + [v for line in matrix for v in line])
+    heatmap(axes[0], matrix, xlabels=names, ylabels=[row["variant"] for row in rows], vmin=0.0, vmax=top,
+            cmap="viridis", title="(a) mean |pixel change| per prompt set", colorbar="0-255")  # fmt: skip
+    for (i, j), value in np.ndenumerate(np.asarray(matrix)):
+        axes[0].text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=5,
+                     color="white" if value < 0.5 * top else "black")  # fmt: skip
+    for i, row in enumerate(rows):
+        for j, name in enumerate(names):
+            if row["sets"][name]["erased"]:
+                axes[0].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#D55E00", linewidth=1.6))
+    axes[0].set_xlabel("prompt set (boxed: erased in this row)")
+    rows = [row for row in rows if row.get("kind") != "single"]
+    ns = [row["n"] for row in rows]
+    series = {
+        "erased concepts' prompts": [row["erased_change"] for row in rows],
+        "listed, not yet erased": [row["rest_change"] for row in rows],
+        "preservation prompts": [row["preservation_change"] for row in rows],
+    }
+    series = {k: [np.nan if v is None else v for v in vs] for k, vs in series.items() if any(v is not None for v in vs)}
+    curves(axes[1], ns, series, xlabel="number of merged concepts n", ylabel=label, title="(b) change against n")
+    axes[1].set_ylim(bottom=0)
+    axes[1].legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
+    axes[1].set_xticks(ns)
+    merged_rows = rows[1:]
+    curves(axes[2], [row["n"] for row in merged_rows],
+           {"selectivity": [np.nan if row["selectivity"] is None else row["selectivity"] for row in merged_rows]},
+           xlabel="number of merged concepts n", ylabel="erased-prompt change / preservation change",
+           title="(c) selectivity")  # fmt: skip
+    axes[2].axhline(1.0, color="0.5", linestyle=":", linewidth=0.9)
+    axes[2].set_ylim(0, 1.15 * max([1.0] + [row["selectivity"] or 0.0 for row in merged_rows]))
+    axes[2].set_xticks([row["n"] for row in merged_rows])
+    merged = metrics["merged"]
+    curves(axes[3], [m["n"] for m in merged], {"merged mask (Eq. 7)": [m["density"] for m in merged],
+                                               "sum of single masks": [m["sum_of_single_densities"] for m in merged]},
+           xlabel="number of merged concepts n", ylabel="fraction of entries masked",
+           title="(d) mask density", styles={"sum of single masks": {"linestyle": "--"}})  # fmt: skip
+    axes[3].set_xticks([m["n"] for m in merged])
+    caption = caption_text(result.config, ("concepts", "layers", "tau", "agreement", "collect_steps",
+                                           "prompts_per_concept", "seeds", "steps"),
+                           "ActErase Alg. 2 merge, pixel measures (no oracle off pocket)")  # fmt: skip
     add_caption(figure, caption)
     figures = {"multi_concept": figure}
     if result.images:

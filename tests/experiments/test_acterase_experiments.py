@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from circuits.experiments import ConfigError, ExperimentError, load_result, run_experiment
+from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.methods import Concept, acterase
 
 
@@ -77,7 +77,7 @@ def test_patch_modules_fast_one_batched_call_and_sane_rates(tmp_path):
     result = run_experiment("patch_modules", fast=True, out=out, progress=False)
     _files(out, ["patch_modules", "images"])
     metrics, config = result.metrics, result.config
-    assert metrics["order"] == list(config.modules) == ["ffn", "unet_output"]
+    assert metrics["order"] == list(config.modules) == ["ffn", "unet_output"] and metrics["measure"] == "oracle"
     assert metrics["sampling_calls"] == 1  # every module's patch and no patch: row blocks of one call
     assert metrics["images_per_variant"] == 4 * config.prompts_per_set * len(config.seeds)
     ffn, output = metrics["modules"]["ffn"], metrics["modules"]["unet_output"]
@@ -92,13 +92,56 @@ def test_patch_modules_fast_one_batched_call_and_sane_rates(tmp_path):
     assert metrics["modules"]["ffn"]["pixel_change"]["target"] >= 0 and metrics["before"]["pixel_change"]["target"] == 0
 
 
-def test_patch_modules_bad_settings_and_needs_pocket(tiny_dir):
+def test_patch_modules_bad_settings():
     with pytest.raises(ConfigError, match=r"modules=\('ffn', 'attention'\); give each of ffn, cross_attention"):
         run_experiment("patch_modules", modules=("ffn", "attention"))
     with pytest.raises(ConfigError, match=r"seeds=\(\) gives no images"):
         run_experiment("patch_modules", seeds=())
-    with pytest.raises(ExperimentError, match=r"pocket oracle"):
-        run_experiment("patch_modules", model=tiny_dir)
+
+
+TEMPLATES = ("a {} circle", "a {} square")
+PRESERVATION = ("a green square", "a photo of a dog")
+
+
+def _pixel_sane(change: dict) -> None:
+    assert set(change) == {"target", "preservation"} and all(v >= 0 for v in change.values())
+
+
+def test_patch_modules_off_pocket_measures_pixel_change_and_redraws(model, tmp_path):
+    out = tmp_path / "modules_sd"
+    result = run_experiment("patch_modules", model=model, fast=True, out=out, progress=False, templates=TEMPLATES,
+                            preservation=PRESERVATION)  # fmt: skip
+    saved = _files(out, ["patch_modules", "images"])
+    metrics, config = result.metrics, result.config
+    assert metrics["measure"] == "pixel_change" and metrics["sampling_calls"] == 1
+    # the first prompts_per_set templates filled with the word; every preservation prompt
+    assert {k: list(v) for k, v in metrics["prompts"].items()} == {"target": ["a red circle"],
+                                                                  "preservation": list(PRESERVATION)}  # fmt: skip
+    assert metrics["images_per_variant"] == (1 + len(PRESERVATION)) * len(config.seeds)
+    assert metrics["before"]["pixel_change"] == {"target": 0.0, "preservation": 0.0}  # no patch against itself
+    for entry in metrics["modules"].values():
+        _pixel_sane(entry["pixel_change"])
+        assert 0.0 <= entry["density"] <= 1.0 and all(0.0 <= la["density"] <= 1.0 for la in entry["layers"])
+        ratio = entry["pixel_change"]["target"] / entry["pixel_change"]["preservation"]
+        assert entry["selectivity"] == pytest.approx(ratio)
+        assert "target" not in entry and "preservation_ratio" not in entry  # no oracle rates off pocket
+    # something is patched: the UNet output mask covers part of the noise prediction and changes the images
+    assert metrics["modules"]["unet_output"]["pixel_change"]["target"] > 0
+    assert any("erased rates need the pocket oracle" in note for note in result.notes)
+    assert list(result.images) == ["no patch", "FFN", "UNet output"]
+    assert metrics["shown_prompts"] == ["a red circle", *PRESERVATION]
+    again = load_result(out)
+    assert set(again.figures) == {"patch_modules", "images"} and again.metrics == saved["metrics"]
+    label = again.figures["patch_modules"].axes[0].get_ylabel()
+    assert "pixel change" in label and "0-255" in label
+
+
+def test_off_pocket_runs_say_what_is_missing(model):
+    for name in ("patch_modules", "multi_concept"):
+        with pytest.raises(ConfigError, match=rf"{name}: concept 'red' .*give templates="):
+            run_experiment(name, model=model, fast=True, preservation=PRESERVATION, progress=False)
+        with pytest.raises(ConfigError, match=rf"{name}: preservation=\(\) on .*give preservation="):
+            run_experiment(name, model=model, fast=True, templates=TEMPLATES, progress=False)
 
 
 def test_multi_concept_fast_merge_grows_and_marks_what_is_erased(tmp_path):
@@ -108,6 +151,7 @@ def test_multi_concept_fast_merge_grows_and_marks_what_is_erased(tmp_path):
     metrics = result.metrics
     rows = {row["variant"]: row for row in metrics["rows"]}
     assert list(rows) == ["no erasure", "n=1", "n=2", "blue alone"] and metrics["sampling_calls"] == 1
+    assert metrics["measure"] == "oracle"
     assert [rows[v]["kind"] for v in rows] == ["none", "merged", "merged", "single"]
     single = {f["concept"]: f["density"] for f in metrics["fits"]}
     merged = {m["n"]: m for m in metrics["merged"]}
@@ -119,6 +163,38 @@ def test_multi_concept_fast_merge_grows_and_marks_what_is_erased(tmp_path):
     for row in rows.values():
         assert all(_unit(v["rate"]) and _unit(v["kept"]) for v in row["sets"].values())
     assert list(result.images) == list(rows)
+
+
+def test_multi_concept_off_pocket_measures_pixel_change_and_redraws(model, tmp_path):
+    out = tmp_path / "multi_sd"
+    result = run_experiment("multi_concept", model=model, fast=True, out=out, progress=False, templates=TEMPLATES,
+                            preservation=PRESERVATION)  # fmt: skip
+    saved = _files(out, ["multi_concept", "images"])
+    metrics = result.metrics
+    assert metrics["measure"] == "pixel_change" and metrics["sampling_calls"] == 1
+    assert metrics["set_names"] == ["red", "blue", "preservation"]
+    rows = {row["variant"]: row for row in metrics["rows"]}
+    assert list(rows) == ["no erasure", "n=1", "n=2", "blue alone"]
+    base = rows["no erasure"]
+    assert all(s["pixel_change"] == 0.0 for s in base["sets"].values()) and base["erased_change"] is None
+    erased = {v: [k for k, s in row["sets"].items() if s["erased"]] for v, row in rows.items()}
+    assert erased == {"no erasure": [], "n=1": ["red"], "n=2": ["red", "blue"], "blue alone": ["blue"]}
+    for row in list(rows.values())[1:]:
+        assert all(s["pixel_change"] >= 0 for s in row["sets"].values()) and 0.0 <= row["density"] <= 1.0
+        own = [row["sets"][name]["pixel_change"] for name in erased[row["variant"]]]
+        assert row["erased_change"] == pytest.approx(sum(own) / len(own))
+        assert row["preservation_change"] == row["sets"]["preservation"]["pixel_change"]
+        assert row["selectivity"] == pytest.approx(row["erased_change"] / row["preservation_change"])
+    assert rows["n=1"]["rest_change"] == rows["n=1"]["sets"]["blue"]["pixel_change"] and rows["n=2"]["rest_change"] is None
+    single = {f["concept"]: f["density"] for f in metrics["fits"]}
+    merged = {m["n"]: m for m in metrics["merged"]}
+    assert merged[1]["density"] == pytest.approx(single["red"])
+    assert max(single.values()) <= merged[2]["density"] <= sum(single.values()) + 1e-9
+    assert any("erased rates need the pocket oracle" in note for note in result.notes)
+    again = load_result(out)
+    assert set(again.figures) == {"multi_concept", "images"} and again.metrics == saved["metrics"]
+    assert any("pixel change" in ax.get_ylabel() and "0-255" in ax.get_ylabel()
+               for ax in again.figures["multi_concept"].axes)  # fmt: skip
 
 
 def test_multi_concept_bad_settings():
