@@ -576,7 +576,7 @@ def _modules_pixel_summary(metrics: dict[str, Any]) -> tuple[dict[str, Any], lis
         elif entry["selectivity"] > 1:
             reading = "the prompts naming the concept change more than the others"
         else:
-            reading = "the preservation prompts change as much or more than the prompts naming the concept"
+            reading = "the preservation prompts change as much as or more than the prompts naming the concept"
         notes.append(
             f"{entry['label']} ({entry['score']} score, mask density {entry['density']:.3f} of {entry['entries']} "
             f"entries): mean pixel change {change['target']:.1f} of 255 on the target prompts and "
