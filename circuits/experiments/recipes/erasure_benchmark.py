@@ -294,7 +294,7 @@ def _timing_note(rows: list[dict[str, Any]]) -> str:
     slowest = max(rows, key=lambda r: r["fit_seconds"])
     ratios = [r["sampling_ratio"] for r in rows]
     return (f"Fit time from {fastest['fit_seconds']:.2f} s ({fastest['method']}, {fastest['concept']}) to "
-            f"{slowest['fit_seconds']:.1f} s ({slowest['method']}, {slowest['concept']}); sampling under an "
+            f"{slowest['fit_seconds']:.2f} s ({slowest['method']}, {slowest['concept']}); sampling under an "
             f"erasure costs {min(ratios):.2f}-{max(ratios):.2f}x plain sampling per image, measured in this run "
             "(a weight edit adds nothing per step; an activation patch adds hooks).")  # fmt: skip
 
