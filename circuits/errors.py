@@ -11,11 +11,15 @@ class CircuitsError(Exception):
     """Base class for every error circuits raises on bad input."""
 
 
-class SiteError(CircuitsError, KeyError):
-    """A site name or pattern that matches no module of the model."""
+class NameNotFoundError(CircuitsError, KeyError):
+    """A name (site, experiment, method) that is not there; the message lists what is."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0]) if self.args else ""
+
+
+class SiteError(NameNotFoundError):
+    """A site name or pattern that matches no module of the model."""
 
 
 class ScopeError(CircuitsError, ValueError):

@@ -6,6 +6,7 @@ A crash or interrupt mid-write leaves the old file (or nothing), never half a fi
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -34,7 +35,10 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     return path
 
 
+@functools.cache
 def _default_file_mode() -> int:
+    # os.umask can only be read by setting it; do that once, not on every write (another thread could
+    # create a file in between)
     umask = os.umask(0)
     os.umask(umask)
     return 0o666 & ~umask

@@ -38,12 +38,10 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
 
 
 def test_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
-    import os
     import stat
 
-    umask = os.umask(0o022)
-    try:
-        path = atomic_write(tmp_path / "out.bin", lambda f: f.write(b"x"))
-    finally:
-        os.umask(umask)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # readable by others, like open(); mkstemp alone gives 0600
+    path = atomic_write(tmp_path / "out.bin", lambda f: f.write(b"x"))
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode)  # what open() gives
+    assert mode & stat.S_IRGRP  # mkstemp alone gives 0600

@@ -227,11 +227,7 @@ def draw_multi(result: Any) -> dict[str, Any]:
     heatmap(axes[0], matrix, xlabels=[n.replace("other:", "other: ") for n in names],
             ylabels=[row["variant"] for row in rows], vmin=0.0, vmax=1.0, annotate=True, cmap="viridis",
             title="(a) rate of each set's own value", colorbar="fraction of images")  # fmt: skip
-    for i, row in enumerate(rows):
-        for j, name in enumerate(names):
-            if row["sets"][name]["erased"]:
-                axes[0].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#D55E00", linewidth=1.6))
-    axes[0].set_xlabel("prompt set (boxed: erased in this row)")
+    _box_erased(axes[0], rows, names)
     rows = [row for row in rows if row.get("kind") != "single"]
     ns = [row["n"] for row in rows]
     series = {
@@ -240,28 +236,16 @@ def draw_multi(result: Any) -> dict[str, Any]:
         "never-erased values (accuracy)": [row["others_accuracy"] for row in rows],
         "other attributes kept": [row["kept"] for row in rows],
     }
-    series = {k: [np.nan if v is None else v for v in vs] for k, vs in series.items() if any(v is not None for v in vs)}
+    series = _present(series)
     curves(axes[1], ns, series, xlabel="number of merged concepts n", ylabel="fraction of images (oracle)",
            title="(b) erasure and preservation", ylim=(-0.02, 1.05))
     axes[1].legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
     axes[1].set_xticks(ns)
-    merged = metrics["merged"]
-    curves(axes[2], [m["n"] for m in merged], {"merged mask (Eq. 7)": [m["density"] for m in merged],
-                                               "sum of single masks": [m["sum_of_single_densities"] for m in merged]},
-           xlabel="number of merged concepts n", ylabel="fraction of entries masked",
-           title="(c) mask density", styles={"sum of single masks": {"linestyle": "--"}})  # fmt: skip
-    axes[2].set_xticks([m["n"] for m in merged])
+    _merged_density(axes[2], metrics["merged"], "(c) mask density")
     caption = caption_text(result.config, ("concepts", "layers", "tau", "agreement", "collect_steps",
                                            "prompts_per_concept", "seeds", "steps"), "ActErase Alg. 2 merge")
     add_caption(figure, caption)
-    figures = {"multi_concept": figure}
-    if result.images:
-        figures["images"] = image_grid(
-            _ordered(result.images, [row["variant"] for row in metrics["rows"]]), columns=metrics["shown_prompts"],
-            caption=caption + " · images: first prompt, first seed",
-            title="ActErase merge of the first n concepts (rows) on each set's first prompt",
-        )  # fmt: skip
-    return figures
+    return _with_multi_images(result, {"multi_concept": figure}, caption)
 
 
 def _draw_multi_pixels(result: Any) -> dict[str, Any]:
@@ -280,11 +264,7 @@ def _draw_multi_pixels(result: Any) -> dict[str, Any]:
     for (i, j), value in np.ndenumerate(np.asarray(matrix)):
         axes[0].text(j, i, f"{value:.1f}", ha="center", va="center", fontsize=5,
                      color="white" if value < 0.5 * top else "black")  # fmt: skip
-    for i, row in enumerate(rows):
-        for j, name in enumerate(names):
-            if row["sets"][name]["erased"]:
-                axes[0].add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#D55E00", linewidth=1.6))
-    axes[0].set_xlabel("prompt set (boxed: erased in this row)")
+    _box_erased(axes[0], rows, names)
     rows = [row for row in rows if row.get("kind") != "single"]
     ns = [row["n"] for row in rows]
     series = {
@@ -292,7 +272,7 @@ def _draw_multi_pixels(result: Any) -> dict[str, Any]:
         "listed, not yet erased": [row["rest_change"] for row in rows],
         "preservation prompts": [row["preservation_change"] for row in rows],
     }
-    series = {k: [np.nan if v is None else v for v in vs] for k, vs in series.items() if any(v is not None for v in vs)}
+    series = _present(series)
     curves(axes[1], ns, series, xlabel="number of merged concepts n", ylabel=label, title="(b) change against n")
     axes[1].set_ylim(bottom=0)
     axes[1].legend(frameon=False, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2)
@@ -305,21 +285,44 @@ def _draw_multi_pixels(result: Any) -> dict[str, Any]:
     axes[2].axhline(1.0, color="0.5", linestyle=":", linewidth=0.9)
     axes[2].set_ylim(0, 1.15 * max([1.0] + [row["selectivity"] or 0.0 for row in merged_rows]))
     axes[2].set_xticks([row["n"] for row in merged_rows])
-    merged = metrics["merged"]
-    curves(axes[3], [m["n"] for m in merged], {"merged mask (Eq. 7)": [m["density"] for m in merged],
-                                               "sum of single masks": [m["sum_of_single_densities"] for m in merged]},
-           xlabel="number of merged concepts n", ylabel="fraction of entries masked",
-           title="(d) mask density", styles={"sum of single masks": {"linestyle": "--"}})  # fmt: skip
-    axes[3].set_xticks([m["n"] for m in merged])
+    _merged_density(axes[3], metrics["merged"], "(d) mask density")
     caption = caption_text(result.config, ("concepts", "layers", "tau", "agreement", "collect_steps",
                                            "prompts_per_concept", "seeds", "steps"),
                            "ActErase Alg. 2 merge, pixel measures (no oracle off pocket)")  # fmt: skip
     add_caption(figure, caption)
-    figures = {"multi_concept": figure}
+    return _with_multi_images(result, {"multi_concept": figure}, caption)
+
+
+def _box_erased(ax: Any, rows: list[dict[str, Any]], names: list[str]) -> None:
+    """Outline the heat-map cells of the sets each row erased."""
+    for i, row in enumerate(rows):
+        for j, name in enumerate(names):
+            if row["sets"][name]["erased"]:
+                ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="#D55E00", linewidth=1.6))
+    ax.set_xlabel("prompt set (boxed: erased in this row)")
+
+
+def _present(series: dict[str, list[Any]]) -> dict[str, list[float]]:
+    """The series that have any value, with missing values as NaN (gaps in the curve)."""
+    return {k: [np.nan if v is None else v for v in vs] for k, vs in series.items() if any(v is not None for v in vs)}
+
+
+def _merged_density(ax: Any, merged: list[dict[str, Any]], title: str) -> None:
+    """Density of the merged mask (Eq. 7) against n, next to the sum of the single masks' densities."""
+    ns = [m["n"] for m in merged]
+    curves(ax, ns, {"merged mask (Eq. 7)": [m["density"] for m in merged],
+                    "sum of single masks": [m["sum_of_single_densities"] for m in merged]},
+           xlabel="number of merged concepts n", ylabel="fraction of entries masked", title=title,
+           styles={"sum of single masks": {"linestyle": "--"}})  # fmt: skip
+    ax.set_xticks(ns)
+
+
+def _with_multi_images(result: Any, figures: dict[str, Any], caption: str) -> dict[str, Any]:
+    """``figures`` plus the grid of each variant's images, when the result has images."""
     if result.images:
         figures["images"] = image_grid(
-            _ordered(result.images, [row["variant"] for row in metrics["rows"]]), columns=metrics["shown_prompts"],
-            caption=caption + " · images: first prompt, first seed",
+            _ordered(result.images, [row["variant"] for row in result.metrics["rows"]]),
+            columns=result.metrics["shown_prompts"], caption=caption + " · images: first prompt, first seed",
             title="ActErase merge of the first n concepts (rows) on each set's first prompt",
         )  # fmt: skip
     return figures

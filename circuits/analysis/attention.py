@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from circuits.analysis.style import PALETTE, add_caption, caption_text, new_figure, styled
+from circuits.analysis.style import PALETTE, add_caption, bare, caption_text, new_figure, styled
 
 
 def _overlay(ax: Any, image: Any, heat: np.ndarray | None, vmin: float, vmax: float, mask: Any = None) -> None:
@@ -24,11 +24,7 @@ def _overlay(ax: Any, image: Any, heat: np.ndarray | None, vmin: float, vmax: fl
         ax.contour(xs, ys, mask, levels=[0.5], colors="white", linewidths=0.8)
     ax.set_xlim(-0.5, width - 0.5)
     ax.set_ylim(height - 0.5, -0.5)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.grid(False)
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    bare(ax)
 
 
 @styled

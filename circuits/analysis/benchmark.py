@@ -118,21 +118,9 @@ def _scatter(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, floa
             ax.axvline(first["unnamed_rate"], color="0.6", ls=":", lw=1)
             ax.text(first["unnamed_rate"], 0.02, f" {concept} unnamed", rotation=90, va="bottom", ha="right",
                     fontsize=6, color="0.45", transform=ax.get_xaxis_transform())
-        for row in rows:
-            if row["concept"] != concept:
-                continue
-            colour = PALETTE[methods.index(row["method"]) % len(PALETTE)]
-            y = row["preservation_ratio"]
-            ax.plot([row["target_after"]], [y], marker=marker, color=colour, ms=7, ls="none", mec="black", mew=0.5)
-            if row.get("synonyms_after") is not None:
-                ax.plot([row["synonyms_after"]], [y], marker=marker, color=colour, ms=5, ls="none", mfc="none")
-                ax.plot([row["target_after"], row["synonyms_after"]], [y, y], color=colour, lw=0.8, alpha=0.6)
-    handles = [ax.plot([], [], marker="o", color=PALETTE[i % len(PALETTE)], ls="none", mec="black", mew=0.5,
-                       label=m)[0] for i, m in enumerate(methods)]  # fmt: skip
-    handles += [ax.plot([], [], marker=MARKERS[i % len(MARKERS)], color="0.3", ls="none", label=f"concept: {c}")[0]
-                for i, c in enumerate(concepts)]  # fmt: skip
-    if any(r.get("synonyms_after") is not None for r in rows):
-        handles.append(ax.plot([], [], marker="o", color="0.3", mfc="none", ls="none", label="synonym prompts")[0])
+        _points(ax, [r for r in rows if r["concept"] == concept], methods, marker,
+                "target_after", "synonyms_after", "preservation_ratio")
+    handles = _handles(ax, methods, concepts, any(r.get("synonyms_after") is not None for r in rows))
     handles.append(ax.plot([], [], marker="o", color="0.5", mfc="white", ls="none", label="no erasure")[0])
     handles.append(goal_patch)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=6)
@@ -158,15 +146,41 @@ def _table(ax: Any, rows: Sequence[Mapping[str, Any]], goal: tuple[float, float]
         colours.append(["#e5f5ef" if ok else "white"] * len(columns))
     table = ax.table(cellText=cells, colLabels=columns, cellColours=colours, loc="upper center", cellLoc="center",
                      colLoc="center")  # fmt: skip
+    _style_table(table, len(columns))
+    ax.set_title("erased rate before → after, preservation accuracy before → after")
+
+
+def _points(ax: Any, rows: Sequence[Mapping[str, Any]], methods: list[str], marker: str, x: str, x_synonyms: str,
+            y: str) -> None:
+    """One filled marker per row at (``x``, ``y``), coloured by method; a hollow one at the synonym prompts' ``x``."""
+    for row in rows:
+        colour = PALETTE[methods.index(row["method"]) % len(PALETTE)]
+        ax.plot([row[x]], [row[y]], marker=marker, color=colour, ms=7, ls="none", mec="black", mew=0.5)
+        if row.get(x_synonyms) is not None:
+            ax.plot([row[x_synonyms]], [row[y]], marker=marker, color=colour, ms=5, ls="none", mfc="none")
+            ax.plot([row[x], row[x_synonyms]], [row[y], row[y]], color=colour, lw=0.8, alpha=0.6)
+
+
+def _handles(ax: Any, methods: list[str], concepts: list[str], synonyms: bool) -> list[Any]:
+    """Legend entries: a colour per method, a marker per concept, and the hollow synonym marker if drawn."""
+    handles = [ax.plot([], [], marker="o", color=PALETTE[i % len(PALETTE)], ls="none", mec="black", mew=0.5,
+                       label=m)[0] for i, m in enumerate(methods)]  # fmt: skip
+    handles += [ax.plot([], [], marker=MARKERS[i % len(MARKERS)], color="0.3", ls="none", label=f"concept: {c}")[0]
+                for i, c in enumerate(concepts)]  # fmt: skip
+    if synonyms:
+        handles.append(ax.plot([], [], marker="o", color="0.3", mfc="none", ls="none", label="synonym prompts")[0])
+    return handles
+
+
+def _style_table(table: Any, columns: int) -> None:
     table.auto_set_font_size(False)
     table.set_fontsize(7)
-    table.auto_set_column_width(list(range(len(columns))))
+    table.auto_set_column_width(list(range(columns)))
     table.scale(1.0, 1.35)
     for (i, _), cell in table.get_celld().items():
         cell.set_edgecolor("0.8")
         if i == 0:
             cell.set_text_props(weight="bold")
-    ax.set_title("erased rate before → after, preservation accuracy before → after")
 
 
 def _change_scatter(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -178,21 +192,9 @@ def _change_scatter(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     ax.plot([0, top], [0, top], color="0.6", ls=":", lw=1, label="selectivity 1")
     for c_index, concept in enumerate(concepts):
         marker = MARKERS[c_index % len(MARKERS)]
-        for row in rows:
-            if row["concept"] != concept:
-                continue
-            colour = PALETTE[methods.index(row["method"]) % len(PALETTE)]
-            y = row["preservation_change"]
-            ax.plot([row["target_change"]], [y], marker=marker, color=colour, ms=7, ls="none", mec="black", mew=0.5)
-            if row.get("synonyms_change") is not None:
-                ax.plot([row["synonyms_change"]], [y], marker=marker, color=colour, ms=5, ls="none", mfc="none")
-                ax.plot([row["target_change"], row["synonyms_change"]], [y, y], color=colour, lw=0.8, alpha=0.6)
-    handles = [ax.plot([], [], marker="o", color=PALETTE[i % len(PALETTE)], ls="none", mec="black", mew=0.5,
-                       label=m)[0] for i, m in enumerate(methods)]  # fmt: skip
-    handles += [ax.plot([], [], marker=MARKERS[i % len(MARKERS)], color="0.3", ls="none", label=f"concept: {c}")[0]
-                for i, c in enumerate(concepts)]  # fmt: skip
-    if any(r.get("synonyms_change") is not None for r in rows):
-        handles.append(ax.plot([], [], marker="o", color="0.3", mfc="none", ls="none", label="synonym prompts")[0])
+        _points(ax, [r for r in rows if r["concept"] == concept], methods, marker,
+                "target_change", "synonyms_change", "preservation_change")
+    handles = _handles(ax, methods, concepts, any(r.get("synonyms_change") is not None for r in rows))
     handles.append(ax.get_lines()[0])
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=6)
     ax.set_xlim(0, top)
@@ -213,14 +215,7 @@ def _change_table_ax(ax: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         f"{r.get('sampling_seconds', float('nan')):.1f}",
     ] for r in rows]  # fmt: skip
     table = ax.table(cellText=cells, colLabels=columns, loc="upper center", cellLoc="center", colLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(7)
-    table.auto_set_column_width(list(range(len(columns))))
-    table.scale(1.0, 1.35)
-    for (i, _), cell in table.get_celld().items():
-        cell.set_edgecolor("0.8")
-        if i == 0:
-            cell.set_text_props(weight="bold")
+    _style_table(table, len(columns))
     ax.set_title("mean |pixel change| (0-255) per prompt set vs unedited; no oracle on this model")
 
 

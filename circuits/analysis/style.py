@@ -75,6 +75,15 @@ def add_caption(figure: Figure, text: str, width: int = 140) -> None:
 
 
 @styled
+def bare(ax: Any) -> None:
+    """No ticks, grid or frame: an axes that only shows an image."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def image_grid(
     rows: Mapping[str, Sequence[Any]],
     *,
@@ -95,11 +104,7 @@ def image_grid(
     for i, label in enumerate(labels):
         for j in range(n_cols):
             ax = axes[i][j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            bare(ax)
             images = rows[label]
             if j < len(images):
                 ax.imshow(np.asarray(images[j]), interpolation="nearest")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from circuits.analysis.style import PALETTE, add_caption, caption_text, heatmap, new_figure, styled
+from circuits.analysis.style import PALETTE, add_caption, bare, caption_text, heatmap, new_figure, styled
 
 
 @styled
@@ -118,11 +118,7 @@ def _zeroing_grid(result: Any) -> Any:
         for i, (label, names) in enumerate(rows):
             for j in range(len(columns)):
                 ax = axes[i][j]
-                ax.set_xticks([])
-                ax.set_yticks([])
-                ax.grid(False)
-                for spine in ax.spines.values():
-                    spine.set_visible(False)
+                bare(ax)
                 row = images.get(names[mode], [])
                 if j < len(row):
                     ax.imshow(np.asarray(row[j]), interpolation="nearest")

@@ -39,16 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuits.errors import CircuitsError
+from circuits.errors import NameNotFoundError
 from circuits.experiments.overrides import apply_overrides
 from circuits.experiments.result import ExperimentResult
 
 
-class ExperimentError(CircuitsError, KeyError):
+class ExperimentError(NameNotFoundError):
     """An experiment name that is not registered."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from circuits.errors import CircuitsError
+from circuits.errors import NameNotFoundError
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
 from circuits.models.diffusion import Diffusion
@@ -32,11 +32,8 @@ from circuits.models.diffusion import Diffusion
 FitFn = Callable[[Diffusion, Concept, bool], Erasure]
 
 
-class UnknownMethodError(CircuitsError, KeyError):
+class UnknownMethodError(NameNotFoundError):
     """A method name that is not in the catalog (the message lists the close and the valid ones)."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

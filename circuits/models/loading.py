@@ -100,44 +100,38 @@ def quiet_libraries() -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
-def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Diffusion:
+def _pretrained(where: str | Path, dtype: torch.dtype | None, local_files_only: bool) -> Any:
+    """``StableDiffusionPipeline.from_pretrained`` without the safety checker and without library chatter."""
     with quiet_libraries():
         from diffusers import StableDiffusionPipeline
 
+        return StableDiffusionPipeline.from_pretrained(
+            where,
+            dtype=dtype or torch.float32,
+            local_files_only=local_files_only,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+
+def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Diffusion:
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
             f"{folder} is not a diffusers pipeline folder (no model_index.json); "
             "point at the folder that StableDiffusionPipeline.save_pretrained wrote"
         )
     try:
-        with quiet_libraries():
-            pipe = StableDiffusionPipeline.from_pretrained(
-                folder,
-                dtype=dtype or torch.float32,
-                local_files_only=True,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
+        pipe = _pretrained(folder, dtype, local_files_only=True)
     except (OSError, ValueError) as error:
         raise ModelLoadError(f"failed to load the pipeline in {folder}: {error}") from error
     return _from_pipeline(pipe, source=source)
 
 
 def _from_hub(hub_id: str, dtype: torch.dtype | None) -> Diffusion:
-    with quiet_libraries():
-        from diffusers import StableDiffusionPipeline
-
     offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            hub_id,
-            dtype=dtype or torch.float32,
-            local_files_only=offline,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = _pretrained(hub_id, dtype, local_files_only=offline)
     except Exception as error:  # hub errors come in many classes; all mean "not here"
         why = (
             "the hub is offline (HF_HUB_OFFLINE=1)" if offline else "the hub could not be reached or has no such model"

@@ -16,15 +16,11 @@ from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.experiments.recipes.attention_maps import position_spread, word_positions
 from circuits.tokens import layout
 
-
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    out = tmp_path_factory.mktemp("attention_maps") / "run"
-    return run_experiment("attention_maps", fast=True, out=out, progress=False), out
+EXPERIMENT = "attention_maps"
 
 
 def test_fast_run_writes_its_folder_and_reads_back(fast):
-    result, out = fast
+    result, out = fast, fast.out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["notes"] == result.notes
     for name in ("attention_maps", "attention_maps_positions"):
@@ -35,7 +31,7 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
 
 
 def test_maps_and_shares_add_up(fast):
-    result, _ = fast
+    result = fast
     metrics = result.metrics
     assert metrics["size"] == 32 and len(metrics["layers"]) == 7
     first, second = metrics["prompts"]
@@ -62,7 +58,7 @@ def test_maps_and_shares_add_up(fast):
 
 def test_shares_match_a_direct_capture(fast):
     """The share read off the upsampled, layer-averaged maps is the probability captured without maps."""
-    result, _ = fast
+    result = fast
     model = circuits.experiments.resolve_model("pocket")
     sites = model.sites.attention_probs()
     graph = circuits.Graph([circuits.Capture(s, mean_over=("heads", "queries"), over_steps="mean", branch="cond")

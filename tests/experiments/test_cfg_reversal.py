@@ -11,11 +11,7 @@ import pytest
 from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.methods import ant
 
-
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cfg_reversal") / "run"
-    return run_experiment("cfg_reversal", fast=True, out=out, progress=False)
+EXPERIMENT = "cfg_reversal"
 
 
 def test_fast_run_on_pocket_reads_layout_and_attributes(fast) -> None:

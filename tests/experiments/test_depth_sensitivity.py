@@ -13,15 +13,11 @@ import pytest
 
 from circuits.experiments import ConfigError, load_result, run_experiment
 
-
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    out = tmp_path_factory.mktemp("depth_sensitivity") / "run"
-    return run_experiment("depth_sensitivity", fast=True, out=out, progress=False), out
+EXPERIMENT = "depth_sensitivity"
 
 
 def test_fast_run_writes_its_folder_and_reads_back(fast):
-    result, out = fast
+    result, out = fast, fast.out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["notes"] == result.notes
     for name in ("depth_sensitivity", "images"):
@@ -32,7 +28,7 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
 
 
 def test_alpha_zero_is_plain_sampling(fast):
-    result, _ = fast
+    result = fast
     zero = [r for r in result.metrics["rows"] if r["alpha"] == 0.0]
     assert {r["site"] for r in zero} == {"shallow", "deep:mid_block"}
     for row in zero:
@@ -42,7 +38,7 @@ def test_alpha_zero_is_plain_sampling(fast):
 
 
 def test_damage_numbers_are_sane(fast):
-    result, _ = fast
+    result = fast
     metrics = result.metrics
     assert metrics["sampling_calls"] == 5  # plain rows share a call; each weight edit runs alone
     for row in metrics["rows"]:

@@ -15,15 +15,11 @@ import circuits
 from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.tokens import layout
 
-
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    out = tmp_path_factory.mktemp("eot_zeroing") / "run"
-    return run_experiment("eot_zeroing", fast=True, out=out, progress=False), out
+EXPERIMENT = "eot_zeroing"
 
 
 def test_fast_run_writes_its_folder_and_reads_back(fast):
-    result, out = fast
+    result, out = fast, fast.out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["notes"] == result.notes and metrics["headline"] == result.headline
     for name in ("eot_zeroing", "eot_zeroing_images"):
@@ -38,7 +34,7 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
 
 
 def test_variants_zero_the_positions_the_tokenizer_gives(fast):
-    result, _ = fast
+    result = fast
     metrics, variants = result.metrics, result.metrics["variants"]
     assert metrics["K"] == [28, 24] and metrics["first_eot"] == [4, 8]  # pocket prompts have 32 positions
     assert [p["label"] for p in metrics["grid"]] == ["0", "4", "K-1", "K"]
@@ -59,7 +55,7 @@ def test_variants_zero_the_positions_the_tokenizer_gives(fast):
 
 
 def test_oracle_rates_are_rates(fast):
-    result, _ = fast
+    result = fast
     metrics = result.metrics
     assert metrics["named"][1] == {"colour": "yellow", "shape": "cross", "background": "black"}
     for name, entry in metrics["variants"].items():
@@ -77,7 +73,7 @@ def test_oracle_rates_are_rates(fast):
 def test_rows_scoped_all_but_variants_match_their_own_call(fast):
     """'all but n' zeroes each prompt's own K - n through rows= scopes inside the sweep: the image equals the
     image of that prompt sampled alone with last_eot:(K - n) (to float rounding of batched kernels)."""
-    result, _ = fast
+    result = fast
     model = circuits.experiments.resolve_model("pocket")
     prompt = result.metrics["prompts"][1]
     k = len(layout(model.tokenizer, prompt).eot_all) - 1

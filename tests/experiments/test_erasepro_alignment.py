@@ -13,15 +13,11 @@ import pytest
 from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.experiments.recipes.erasepro_alignment import unet_label
 
-
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    out = tmp_path_factory.mktemp("erasepro_alignment") / "run"
-    return run_experiment("erasepro_alignment", fast=True, out=out, progress=False), out
+EXPERIMENT = "erasepro_alignment"
 
 
 def test_fast_run_writes_its_folder_and_reads_back(fast):
-    result, out = fast
+    result, out = fast, fast.out
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["headline"] == pytest.approx(result.headline)
     for name in ("erasepro_alignment", "images"):
@@ -34,7 +30,7 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
 
 
 def test_layers_run_text_encoder_then_unet_in_forward_order(fast):
-    result, _ = fast
+    result = fast
     layers = result.metrics["layers"]
     assert [layer["label"] for layer in layers] == [
         "T0", "T1", "T2", "T3", "down0.0", "down1.0", "mid", "up1.0", "up1.1", "up2.0", "up2.1"]  # fmt: skip
@@ -42,7 +38,7 @@ def test_layers_run_text_encoder_then_unet_in_forward_order(fast):
 
 
 def test_per_layer_values_are_the_trace_rows(fast):
-    result, _ = fast
+    result = fast
     layers = result.metrics["layers"]
     for name, entry in result.metrics["methods"].items():
         series, trace = entry["per_layer"], entry["trace"]
@@ -60,7 +56,7 @@ def test_per_layer_values_are_the_trace_rows(fast):
 
 
 def test_numbers_are_sane(fast):
-    result, _ = fast
+    result = fast
     methods, layers = result.metrics["methods"], result.metrics["layers"]
     uce, pro = methods["uce"]["per_layer"], methods["erasepro"]["per_layer"]
     text = [i for i, layer in enumerate(layers) if layer["stage"] == "text"]

@@ -10,11 +10,7 @@ import pytest
 from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.experiments.recipes.saliency_intersection import BLOCKS, KINDS, block_of, kind_of
 
-
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory):
-    out = tmp_path_factory.mktemp("saliency_intersection") / "run"
-    return run_experiment("saliency_intersection", fast=True, out=out, progress=False)
+EXPERIMENT = "saliency_intersection"
 
 
 def _check_entry(entry: dict, maps: int, fraction: float) -> None:

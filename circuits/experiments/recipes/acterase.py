@@ -188,6 +188,16 @@ def _pixels(images: list[Any]) -> np.ndarray:
     return np.stack([np.asarray(image, dtype=np.float64) for image in images])
 
 
+def _collect(model: Diffusion, concept: Concept, settings: acterase.Config, owner: str) -> tuple[Any, float]:
+    """ActErase's collection step and its seconds; a bad word or layer set becomes a ConfigError of ``owner``."""
+    start = time.perf_counter()
+    try:
+        collected = acterase.collect(model, concept, settings, progress=show_progress())
+    except (ConceptError, SiteError) as error:
+        raise ConfigError(f"{owner}: {error}") from None
+    return collected, time.perf_counter() - start
+
+
 def _density(masks: dict[str, torch.Tensor]) -> float:
     total = sum(m.numel() for m in masks.values())
     return float(sum(m.float().sum() for m in masks.values()) / total) if total else 0.0
@@ -251,12 +261,7 @@ def acterase_masks(model: Diffusion, config: ActEraseMasksConfig) -> ExperimentR
         settings = acterase.Config(layers=config.layers, score=config.score, tau=tau, agreement=config.agreement,
                                    steps=config.collect_steps, guidance_scale=config.guidance_scale,
                                    seed=config.seed, synonyms=config.synonyms)  # fmt: skip
-        start = time.perf_counter()
-        try:
-            collected = acterase.collect(model, concept, settings, progress=show_progress())
-        except (ConceptError, SiteError) as error:
-            raise ConfigError(f"{owner}: {error}") from None
-        seconds = time.perf_counter() - start
+        collected, seconds = _collect(model, concept, settings, owner)
         sites = sorted(collected.mask, key=forward_order)
         layers = []
         for row in sorted(acterase.trace(collected), key=lambda r: forward_order(r["site"])):
@@ -422,12 +427,7 @@ def patch_modules(model: Diffusion, config: PatchModulesConfig) -> ExperimentRes
                                    branch=config.branch, steps=config.collect_steps,
                                    guidance_scale=config.guidance_scale, seed=config.collect_seed,
                                    synonyms=config.synonyms)  # fmt: skip
-        start = time.perf_counter()
-        try:
-            collected = acterase.collect(model, concept, settings, progress=show_progress())
-        except (ConceptError, SiteError) as error:
-            raise ConfigError(f"{owner}: {error}") from None
-        seconds = time.perf_counter() - start
+        collected, seconds = _collect(model, concept, settings, owner)
         variants[MODULE_LABELS[module]] = acterase.patch(collected, config.branch)
         modules[module] = {
             "label": MODULE_LABELS[module], "score": score, "collect_seconds": seconds,
@@ -667,13 +667,9 @@ def multi_concept(model: Diffusion, config: MultiConceptConfig) -> ExperimentRes
                                    agreement=config.agreement, steps=config.collect_steps,
                                    guidance_scale=config.guidance_scale, seed=config.collect_seed,
                                    synonyms=config.synonyms)  # fmt: skip
-        start = time.perf_counter()
-        try:
-            collected = acterase.collect(model, concept, settings, progress=show_progress())
-        except (ConceptError, SiteError) as error:
-            raise ConfigError(f"{owner}: {error}") from None
+        collected, seconds = _collect(model, concept, settings, owner)
         erasure = Erasure("acterase", concept, {}, acterase.patch(collected), acterase.trace(collected),
-                                   seconds=time.perf_counter() - start)  # fmt: skip
+                          seconds=seconds)
         singles.append(erasure)
         fits.append({"concept": concept.name, "tau": settings.tau, "seconds": erasure.seconds,
                      "density": _density(collected.mask)})  # fmt: skip

@@ -230,7 +230,7 @@ def erasure_benchmark(model: Diffusion, config: ErasureBenchmarkConfig) -> Exper
     table = markdown_table(rows, timing=True, goal=goal)
     metrics = {"measure": "oracle", "rows": rows, "table_markdown": table, "image_prompts": image_prompts,
                "goal": {"erased": goal[0], "preservation_ratio": goal[1]},
-               "left_out": [m.name for m in catalog.methods().values() if m.trained and m.name not in config.methods]}
+               "left_out": _left_out(config)}
     met = [r for r in rows if r["meets_goal"]]
     headline: dict[str, Any] = {"rows meeting the goal": f"{len(met)} of {len(rows)}"}
     for r in rows:
@@ -281,7 +281,17 @@ def _notes(rows: list[dict[str, Any]], metrics: dict[str, Any], config: ErasureB
             head += (f" Below that floor: {', '.join(below)} (the erasure also removes {concept} where the prompt "
                      "does not ask for it).")  # fmt: skip
         notes.append(head)
-    notes.append(_timing_note(rows))
+    return notes + _closing_notes(rows, metrics, table)
+
+
+def _left_out(config: ErasureBenchmarkConfig) -> list[str]:
+    """The catalog's fine-tuned methods this run did not ask for."""
+    return [m.name for m in catalog.methods().values() if m.trained and m.name not in config.methods]
+
+
+def _closing_notes(rows: list[dict[str, Any]], metrics: dict[str, Any], table: str) -> list[str]:
+    """Timing, the methods left out, and the table: the last notes on pocket and off it."""
+    notes = [_timing_note(rows)]
     if metrics["left_out"]:
         notes.append(f"Not run here: {', '.join(metrics['left_out'])} (fine-tunes, minutes each on a CPU); add them "
                      f"with methods=(..., {', '.join(repr(n) for n in metrics['left_out'])}).")  # fmt: skip
@@ -420,13 +430,11 @@ def _off_pocket(model: Diffusion, config: ErasureBenchmarkConfig) -> ExperimentR
     images: dict[str, list[Any]] = {}
     image_prompts: dict[str, list[str]] = {}
     prompts: dict[str, dict[str, list[str]]] = {}
-    prompts_warm = False
+    # a fresh model's first call is slow: keep it out of the plain-sampling time
+    _sweep(model, _sets(concepts[0], config.prompts_per_set), None, "warm-up", dataclasses.replace(config, steps=1))
     for concept in concepts:
         sets = _sets(concept, config.prompts_per_set)
         prompts[concept.name] = sets
-        if not prompts_warm:  # a fresh model's first call is slow: keep it out of the plain-sampling time
-            _sweep(model, sets, None, "warm-up", dataclasses.replace(config, steps=1))
-            prompts_warm = True
         plain = _sweep(model, sets, None, "no erasure", config)
         plain_images = plain.images["no erasure"]
         before = _split(sets, plain, "no erasure", seeds)
@@ -458,7 +466,7 @@ def _off_pocket(model: Diffusion, config: ErasureBenchmarkConfig) -> ExperimentR
     table = change_table(rows, timing=True)
     metrics = {"measure": "pixel_change", "rows": rows, "table_markdown": table, "image_prompts": image_prompts,
                "prompts": prompts,
-               "left_out": [m.name for m in catalog.methods().values() if m.trained and m.name not in config.methods]}
+               "left_out": _left_out(config)}
     headline: dict[str, Any] = {"measure": "mean |pixel change| (0-255) against the same noise unedited"}
     for r in rows:
         selectivity = "–" if r["selectivity"] is None else f"{r['selectivity']:.2f}"
@@ -495,9 +503,4 @@ def _change_notes(rows: list[dict[str, Any]], metrics: dict[str, Any], config: E
         f"{config.goal_erased:g}, preservation ratio >= {config.goal_preservation:g}) is defined on the pocket "
         "oracle's rates; a pixel change says how much an erasure changes the images, not whether the concept is "
         "gone (look at the image grids). Methods use their catalog settings, measured on pocket.")  # fmt: skip
-    notes.append(_timing_note(rows))
-    if metrics["left_out"]:
-        notes.append(f"Not run here: {', '.join(metrics['left_out'])} (fine-tunes, minutes each on a CPU); add them "
-                     f"with methods=(..., {', '.join(repr(n) for n in metrics['left_out'])}).")  # fmt: skip
-    notes.append("Comparison table:\n" + table)
-    return notes
+    return notes + _closing_notes(rows, metrics, table)
