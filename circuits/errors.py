@@ -6,9 +6,22 @@ right, so a user in a notebook can fix the call without reading our source.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class CircuitsError(Exception):
     """Base class for every error circuits raises on bad input."""
+
+
+def did_you_mean(given: object, choices: Iterable[str], n: int = 1, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'x'?)`` with the closest of ``choices`` to ``given``, or ``""`` when none is close."""
+    close = difflib.get_close_matches(str(given), list(choices), n=n, cutoff=cutoff)
+    return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+
+
+class ConfigError(CircuitsError, ValueError):
+    """An unknown or mistyped field of a method's or an experiment's config."""
 
 
 class NameNotFoundError(CircuitsError, KeyError):

@@ -9,17 +9,12 @@ the expected type and the value given.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import types
 import typing
 from typing import Any, Literal
 
-from circuits.errors import CircuitsError
-
-
-class ConfigError(CircuitsError, ValueError):
-    """An unknown field, or a value of the wrong type, in an experiment's overrides."""
+from circuits.errors import ConfigError, did_you_mean
 
 
 def field_types(cls: type) -> dict[str, Any]:
@@ -117,10 +112,7 @@ def apply_overrides(cls: type, base: Any, overrides: dict[str, Any], *, owner: s
     types_ = field_types(cls)
     unknown = [k for k in overrides if k not in types_]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, list(types_), n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{key!r}{did_you_mean(key, types_)}" for key in unknown]
         raise ConfigError(f"{owner} has no setting {', '.join(hints)}; its settings: {', '.join(types_)}")
     checked = {}
     for key, value in overrides.items():

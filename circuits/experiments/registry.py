@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
-import difflib
 import importlib
 import os
 import pkgutil
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuits.errors import NameNotFoundError
+from circuits.errors import NameNotFoundError, did_you_mean
 from circuits.experiments.overrides import apply_overrides
 from circuits.experiments.result import ExperimentResult
 
@@ -132,8 +131,7 @@ def experiments() -> dict[str, Experiment]:
 def get_experiment(name: str) -> Experiment:
     registered = experiments()
     if name not in registered:
-        close = difflib.get_close_matches(str(name), list(registered), n=3)
-        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+        hint = did_you_mean(name, registered, n=3)
         broken = "".join(f"; not loaded: {reason}" for reason in _BROKEN_RECIPES.values())
         raise ExperimentError(f"no experiment named {name!r}{hint}; experiments: {', '.join(registered)}{broken}")
     return registered[name]

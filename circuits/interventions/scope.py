@@ -14,7 +14,6 @@ the sampler (no context) only ``branch="both"`` without step/timestep/token-name
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +22,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from circuits.context import StepContext
-from circuits.errors import ScopeError
+from circuits.errors import ScopeError, did_you_mean
 from circuits.tokens import check_selection
 
 BRANCH_CHOICES = ("cond", "uncond", "both")
@@ -32,8 +31,7 @@ BRANCH_CHOICES = ("cond", "uncond", "both")
 def check_branch(branch: Any, owner: str) -> str:
     if branch in BRANCH_CHOICES:
         return branch
-    close = difflib.get_close_matches(str(branch), BRANCH_CHOICES, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(branch, BRANCH_CHOICES)
     raise ScopeError(f"{owner}: branch={branch!r} is not one of {BRANCH_CHOICES}{hint}")
 
 

@@ -20,11 +20,10 @@ textures; 0.01 otherwise). :func:`register` adds a method of your own (any ``fit
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from circuits.errors import NameNotFoundError
+from circuits.errors import NameNotFoundError, did_you_mean
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
 from circuits.models.diffusion import Diffusion
@@ -167,8 +166,7 @@ def get(name: str) -> Method:
     labels = by_label()
     if name in labels:
         return labels[name]
-    close = difflib.get_close_matches(str(name), [*_METHODS, *labels], n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+    hint = did_you_mean(name, [*_METHODS, *labels], n=3, cutoff=0.5)
     raise UnknownMethodError(f"no method named {name!r}{hint}; methods: {', '.join(_METHODS)}")
 
 

@@ -6,7 +6,6 @@ Kept here once so each paper's file reads like its algorithm box.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -14,16 +13,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.errors import CircuitsError
+from circuits.errors import ConfigError, did_you_mean
 from circuits.methods.concept import Concept, PromptPair, as_concept
 from circuits.methods.features import align, gather_columns, preserved_positions
 from circuits.models.diffusion import Diffusion
 
 C = TypeVar("C")
-
-
-class ConfigError(CircuitsError, ValueError):
-    """An unknown or mistyped config field."""
 
 
 def resolve_config(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
@@ -34,10 +29,7 @@ def resolve_config(cls: type[C], config: C | None, overrides: dict[str, Any]) ->
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = [k for k in overrides if k not in names]
     if unknown:
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, names, n=1)
-            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        hints = [f"{key!r}{did_you_mean(key, names)}" for key in unknown]
         raise ConfigError(f"{cls.__qualname__} has no field {', '.join(hints)}; fields: {', '.join(names)}")
     try:
         return dataclasses.replace(base, **overrides)  # type: ignore[type-var]

@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.errors import did_you_mean
 from circuits.methods.concept import ConceptError, PromptPair
 from circuits.tokens import TokenLayout, layout
 
@@ -41,10 +42,7 @@ POSITIONS: tuple[str, ...] = get_args(Positions)
 
 def check_positions(positions: str, owner: str) -> str:
     if positions not in POSITIONS:
-        import difflib
-
-        close = difflib.get_close_matches(str(positions), POSITIONS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(positions, POSITIONS)
         raise ConceptError(f"{owner}: positions={positions!r} is not one of {POSITIONS}{hint}")
     return positions
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from circuits.errors import did_you_mean
 from circuits.methods.concept import Concept, ConceptError, fill
 from circuits.pocket.world import BACKGROUNDS, COLOURS, SHAPES, SYNONYMS, TEXTURES, Scene, prompt
 
@@ -62,11 +63,8 @@ def attribute_of(word: str) -> tuple[str, str]:
         if canonical in values:
             return attribute, canonical
     known = sorted({*COLOURS, *SHAPES, *TEXTURES, *SYNONYMS})
-    import difflib
-
-    close = difflib.get_close_matches(word, known, n=3)
-    hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ConceptError(f"{word!r} is not a pocket colour, shape or texture{hint} (known: {', '.join(known)})")
+    hint = did_you_mean(word, known, n=3)
+    raise ConceptError(f"{word!r} is not a pocket colour, shape or texture{hint}; known: {', '.join(known)}")
 
 
 def _other_scene(attribute: str, value: str, index: int) -> Scene:

@@ -59,7 +59,6 @@ class SweepResult:
     images: dict[str, list[Any]]
     calls: int
     seconds: float
-    labels: list[str] = field(default_factory=list)
     latents: dict[str, Tensor] = field(default_factory=dict)
 
     @property
@@ -77,7 +76,7 @@ class _Unit:
     seed: int
 
 
-def _as_variant(name: str, value: Any) -> Variant:
+def _as_variant(value: Any) -> Variant:
     if isinstance(value, Variant):
         return value
     if isinstance(value, CFG):
@@ -107,7 +106,7 @@ def _rescoped(item: Intervention, positions: Mapping[int, list[int]]) -> Interve
     return dataclasses.replace(item, rows=rows) if rows else None
 
 
-def _chunks(model: Diffusion, units: list[_Unit], solo: set[int], max_batch: int) -> list[list[_Unit]]:
+def _chunks(units: list[_Unit], solo: set[int], max_batch: int) -> list[list[_Unit]]:
     """Consecutive units in chunks of at most ``max_batch``; a weight-changing variant never shares one."""
     chunks: list[list[_Unit]] = []
     for unit in units:
@@ -154,12 +153,12 @@ def sweep(
         if reserved in sample_kwargs:
             raise ValueError(f"sweep: {reserved}= is set per variant or by the sweep itself; remove it")
     names = list(variants)
-    arms = [_as_variant(name, variants[name]) for name in names]
+    arms = [_as_variant(variants[name]) for name in names]
     items = [_interventions(name, arm) for name, arm in zip(names, arms)]
     solo = {v for v, parts in enumerate(items) if _changes_weights(model, parts)}
     default_guidance = CFG(guidance_scale)
     units = [_Unit(v, p, s) for v in range(len(names)) for p in range(len(prompts)) for s in range(len(seed_list))]
-    chunks = _chunks(model, units, solo, max_batch)
+    chunks = _chunks(units, solo, max_batch)
 
     images: dict[str, list[Any]] = {name: [] for name in names}
     latents: dict[str, list[Tensor]] = {name: [] for name in names}
@@ -196,5 +195,5 @@ def sweep(
                 latents[names[unit.variant]].append(latent)
     return SweepResult(
         prompts=list(prompts), seeds=seed_list, images=images, calls=len(chunks),
-        seconds=time.perf_counter() - start, labels=names, latents={k: torch.stack(v) for k, v in latents.items()},
+        seconds=time.perf_counter() - start, latents={k: torch.stack(v) for k, v in latents.items()},
     )  # fmt: skip
