@@ -60,7 +60,6 @@ Decisions the paper leaves open (or the official code answers differently):
 from __future__ import annotations
 
 import fnmatch
-import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -562,21 +561,14 @@ def reversal_study(
     return study
 
 
-@functools.lru_cache(maxsize=1)
-def _oracle() -> Any:
-    from circuits.pocket.oracle import Oracle
-
-    return Oracle.load()
-
-
 def _read(images: Sequence[Any]) -> dict[str, Any]:
     from scipy import ndimage
 
-    from circuits.pocket.oracle import fg_mask, to_array
+    from circuits.pocket.oracle import fg_mask, shared_oracle, to_array
 
     mask = fg_mask(to_array(list(images))) > 0.5
     silhouette = np.stack([ndimage.binary_fill_holes(m) for m in mask]) if len(mask) else mask
-    return {**_oracle().read(list(images)), "mask": mask, "silhouette": silhouette}
+    return {**shared_oracle().read(list(images)), "mask": mask, "silhouette": silhouette}
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

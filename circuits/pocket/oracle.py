@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import colorsys
+import functools
 import json
 import random
 from collections.abc import Sequence
@@ -340,6 +341,12 @@ def fit(n: int = 8000, seed: int = 0, hidden: int = 128, vae_dir: str | Path | N
             "classes": [classes[i] for i in clf.classes_],
         }  # fmt: skip
     return Oracle(heads)
+
+
+@functools.lru_cache(maxsize=1)
+def shared_oracle() -> Oracle:
+    """The shipped oracle, loaded once per process (every report and experiment reads with it)."""
+    return Oracle.load()
 
 
 def main(argv=None) -> None:

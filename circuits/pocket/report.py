@@ -18,7 +18,6 @@ against unedited images of the same noise (ErasePro's depth-sensitivity probe).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 from circuits.methods.concept import Concept, as_concept
 from circuits.models.diffusion import Diffusion
 from circuits.pocket.concepts import EvaluationSets, attribute_of, evaluation_sets
+from circuits.pocket.oracle import shared_oracle
 from circuits.pocket.world import COLOURS, SHAPES, SYNONYMS, TEXTURES
 
 SETS = ("target", "synonyms", "preservation")
@@ -111,17 +111,10 @@ class ErasureReport:
         return out
 
 
-@functools.lru_cache(maxsize=1)
-def _oracle() -> Any:
-    from circuits.pocket.oracle import Oracle
-
-    return Oracle.load()
-
-
 def score_images(images: Sequence[Any], prompts: Sequence[str], attribute: str, value: str, *,
                  exclude_target: bool) -> tuple[float, dict[str, float], list[dict[str, str]]]:
     """Erased rate and accuracy of the named attributes (without the erased one when ``exclude_target``)."""
-    reads = _oracle().read(list(images))
+    reads = shared_oracle().read(list(images))
     rows = [{k: reads[k][i] for k in ("colour", "shape", "texture", "background")} for i in range(len(images))]
     hits: dict[str, list[bool]] = {}
     for prompt, read in zip(prompts, rows):

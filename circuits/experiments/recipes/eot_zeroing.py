@@ -232,9 +232,9 @@ def _floor(reads: list[dict[str, str]], prompts: Sequence[str]) -> dict[str, flo
 
 
 def _oracle_reads(images: list[Any]) -> list[dict[str, str]]:
-    from circuits.pocket.report import _oracle
+    from circuits.pocket.oracle import shared_oracle
 
-    reads = _oracle().read(list(images))
+    reads = shared_oracle().read(list(images))
     return [{k: reads[k][i] for k in ATTRIBUTES} for i in range(len(images))]
 
 
