@@ -27,6 +27,10 @@ def _alone(model, graph=None, guidance=None, seed=0):
                            progress=False).images  # fmt: skip
 
 
+def _close(a, b) -> bool:
+    return bool(np.abs(_pixels(a) - _pixels(b)).max() <= 1)
+
+
 def _assert_same(a, b) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
@@ -55,7 +59,10 @@ def test_sweep_variants_equal_their_own_calls_across_chunkings(model):
         "plain": _alone(model), "zero_eot": _alone(model, zero_eot), "row_1": _alone(model, only_row_1),
         "reversed": _alone(model, guidance=ReversedCFG(7.5, 500)),
     }  # fmt: skip
-    assert np.abs(_pixels(expected["zero_eot"][0]) - _pixels(expected["plain"][0])).max() > 1  # the probe does act
+    # every variant acts (else matching its own call would prove nothing), row_1 only on prompt 1
+    for name, prompt in (("zero_eot", 0), ("row_1", 1), ("reversed", 0)):
+        assert not _close(expected[name][prompt], expected["plain"][prompt]), name
+    _assert_same([expected["row_1"][i] for i in (0, 2)], [expected["plain"][i] for i in (0, 2)])
     for max_batch, calls in ((32, 1), (4, 3), (1, 12)):
         result = sweep(model, PROMPTS, variants, seeds=0, steps=3, max_batch=max_batch, progress=False)
         assert result.calls == calls and result.variants == list(variants)
@@ -87,6 +94,7 @@ def test_weight_edits_run_in_chunks_of_their_own(model):
     edit = circuits.Graph([circuits.WeightEdit(param, delta=torch.randn_like(weight) * weight.std())])
     result = sweep(model, PROMPTS, {"plain": None, "edit": edit}, steps=2, max_batch=32, progress=False)
     assert result.calls == 2
+    assert not _close(result.images["edit"][0], result.images["plain"][0])  # the edit acts
     _assert_same(result.images["edit"], circuits.sample(model, PROMPTS, seed=[0] * 3, steps=2, graph=edit,
                                                          progress=False).images)  # fmt: skip
     _assert_same(result.images["plain"], circuits.sample(model, PROMPTS, seed=[0] * 3, steps=2, progress=False).images)

@@ -19,7 +19,8 @@ def _files(out, figures):
 
 
 def _unit(value) -> bool:
-    return value is None or 0.0 <= value <= 1.0
+    """A rate the oracle read: a float in [0, 1] (None would mean no oracle, which pocket always has)."""
+    return isinstance(value, float) and 0.0 <= value <= 1.0
 
 
 def test_acterase_masks_fast_densities_votes_and_overlap(tmp_path):
@@ -89,7 +90,8 @@ def test_patch_modules_fast_one_batched_call_and_sane_rates(tmp_path):
     assert list(result.images) == ["no patch", "FFN", "UNet output"]
     shown = config.show_prompts + min(2, config.prompts_per_set)  # target prompts, then up to 2 preservation ones
     assert all(len(row) == shown for row in result.images.values()) and len(metrics["shown_prompts"]) == shown
-    assert metrics["modules"]["ffn"]["pixel_change"]["target"] >= 0 and metrics["before"]["pixel_change"]["target"] == 0
+    assert metrics["before"]["pixel_change"] == {name: 0.0 for name in metrics["before"]["pixel_change"]}
+    assert ffn["pixel_change"]["target"] > 0 and output["pixel_change"]["target"] > 0  # each patch acts
 
 
 def test_patch_modules_bad_settings():
@@ -180,7 +182,7 @@ def test_multi_concept_off_pocket_measures_pixel_change_and_redraws(model, tmp_p
     erased = {v: [k for k, s in row["sets"].items() if s["erased"]] for v, row in rows.items()}
     assert erased == {"no erasure": [], "n=1": ["red"], "n=2": ["red", "blue"], "blue alone": ["blue"]}
     for row in list(rows.values())[1:]:
-        assert all(s["pixel_change"] >= 0 for s in row["sets"].values()) and 0.0 <= row["density"] <= 1.0
+        assert any(s["pixel_change"] > 0 for s in row["sets"].values()) and 0.0 < row["density"] <= 1.0
         own = [row["sets"][name]["pixel_change"] for name in erased[row["variant"]]]
         assert row["erased_change"] == pytest.approx(sum(own) / len(own))
         assert row["preservation_change"] == row["sets"]["preservation"]["pixel_change"]
@@ -207,6 +209,8 @@ def test_multi_concept_bad_settings():
 def test_merge_of_one_erasure_patches_like_the_erasure(model):
     erasure = acterase.fit(model, Concept("red", templates=["a {} circle"]), steps=2)
     merged = acterase.merge([erasure])
+    assert len(merged.graph) == len(erasure.graph) > 0
+    assert [item.site for item in merged.graph] == [item.site for item in erasure.graph]
     for single, item in zip(erasure.graph, merged.graph):
         assert torch.equal(single.mask, item.mask)
         torch.testing.assert_close(single.source[single.mask], item.source[item.mask])

@@ -14,6 +14,7 @@ import pytest
 import circuits
 from circuits.experiments import ConfigError, load_result, run_experiment
 from circuits.experiments.recipes.attention_maps import position_spread, word_positions
+from circuits.experiments.registry import resolve_model
 from circuits.tokens import layout
 
 EXPERIMENT = "attention_maps"
@@ -35,8 +36,10 @@ def test_maps_and_shares_add_up(fast):
     metrics = result.metrics
     assert metrics["size"] == 32 and len(metrics["layers"]) == 7
     first, second = metrics["prompts"]
-    assert [t["label"] for t in first["tokens"]] == ["[SoT]", "red", "circle", "[EoT]", "all 28 [EoT]s"]
-    assert [t["label"] for t in second["tokens"]] == ["[SoT]", "blue", "[EoT]", "all 23 [EoT]s"]
+    lays = [layout(resolve_model("pocket").tokenizer, entry["prompt"]) for entry in (first, second)]
+    assert [t["label"] for t in first["tokens"]] == ["[SoT]", "red", "circle", "[EoT]",
+                                                    f"all {len(lays[0].eot_all)} [EoT]s"]  # fmt: skip
+    assert [t["label"] for t in second["tokens"]] == ["[SoT]", "blue", "[EoT]", f"all {len(lays[1].eot_all)} [EoT]s"]
     for entry in metrics["prompts"]:
         shares = entry["position_share"]
         assert len(shares) == entry["keys"] == 32

@@ -41,9 +41,11 @@ def test_damage_numbers_are_sane(fast):
     result = fast
     metrics = result.metrics
     assert metrics["sampling_calls"] == 5  # plain rows share a call; each weight edit runs alone
+    assert isinstance(metrics["original"]["accuracy"], float)  # pocket: the oracle reads every image
     for row in metrics["rows"]:
-        assert row["accuracy"] is None or 0.0 <= row["accuracy"] <= 1.0
+        assert isinstance(row["accuracy"], float) and 0.0 <= row["accuracy"] <= 1.0
         assert 0.0 <= row["pixel_difference"] <= 255.0
+        assert (row["pixel_difference"] > 0) == (row["alpha"] > 0)  # every non-zero deviation changes the images
         params = metrics["sites"][row["site"]]["params"]
         assert len(params) == 3 and all(p.endswith(("q_proj.weight", "k_proj.weight", "v_proj.weight",
                                                     "to_q.weight", "to_k.weight", "to_v.weight")) for p in params)  # fmt: skip

@@ -1,7 +1,7 @@
 """``eot_zeroing`` (TRCE Figs. 2, 7a): the last k of K [EoT] maps zeroed and masked, words and SoT as controls.
 
 The fast variant samples two prompts of different K ("a red circle": 28, "a yellow cross on a black
-background": 25) at 3 steps, k in {0, 4, K-1, K}, both modes, both controls.
+background": 24, of pocket's 32 positions) at 3 steps, k in {0, 4, K-1, K}, both modes, both controls.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import pytest
 
 import circuits
 from circuits.experiments import ConfigError, load_result, run_experiment
+from circuits.experiments.registry import resolve_model
 from circuits.tokens import layout
 
 EXPERIMENT = "eot_zeroing"
@@ -36,13 +37,15 @@ def test_fast_run_writes_its_folder_and_reads_back(fast):
 def test_variants_zero_the_positions_the_tokenizer_gives(fast):
     result = fast
     metrics, variants = result.metrics, result.metrics["variants"]
-    assert metrics["K"] == [28, 24] and metrics["first_eot"] == [4, 8]  # pocket prompts have 32 positions
+    lays = [layout(resolve_model("pocket").tokenizer, p) for p in result.config.prompts]
+    K, first = [len(lay.eot_all) for lay in lays], [lay.first_eot for lay in lays]
+    assert metrics["K"] == K and metrics["first_eot"] == first and K[0] != K[1]  # two different K
     assert [p["label"] for p in metrics["grid"]] == ["0", "4", "K-1", "K"]
     for mode in ("zero", "mask"):
         assert variants[f"{mode} k=4"]["zeroed"] == [4, 4]
-        assert variants[f"{mode} k=K-1"]["zeroed"] == [27, 23]  # all but one, per prompt's own K
-        assert variants[f"{mode} k=K"]["zeroed"] == [28, 24]
-        assert variants[f"{mode} words"]["zeroed"] == [3, 7]  # positions 1 .. first EoT - 1
+        assert variants[f"{mode} k=K-1"]["zeroed"] == [k - 1 for k in K]  # all but one, per prompt's own K
+        assert variants[f"{mode} k=K"]["zeroed"] == K
+        assert variants[f"{mode} words"]["zeroed"] == [f - 1 for f in first]  # positions 1 .. first EoT - 1
         assert variants[f"{mode} SoT"]["zeroed"] == [1, 1]
     assert variants["plain"]["zeroed"] == [0, 0] and variants["plain"]["pixel_difference"] == 0.0
     # the attention each variant removes grows with k, and every [EoT] takes the [EoT]s' whole share

@@ -215,6 +215,7 @@ def test_methods_table_uses_the_catalog_and_still_renders_saved_runs(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     rows = sum(len(json.loads(Path(f).read_text())["rows"]) for f in files)
     assert lines[0].startswith("| concept | method | target rate before → after |") and len(lines) == 2 + rows
+    # the first row as the committed results_methods_table.json holds it (red, UCE: rates 1.00 -> 0.03, unnamed 0.12)
     assert lines[2].startswith("| red | UCE | 1.00 → **0.03** | 1.00 → **0.03** | 0.12 |")
 
 
