@@ -6,13 +6,11 @@ and maps the SoT, the words red / blue / circle, the first [EoT] and all [EoT]s.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
 import circuits
-from circuits.experiments import ConfigError, load_result, run_experiment
+from circuits.experiments import ConfigError, run_experiment
 from circuits.experiments.recipes.attention_maps import position_spread, word_positions
 from circuits.experiments.registry import resolve_model
 from circuits.tokens import layout
@@ -20,15 +18,9 @@ from circuits.tokens import layout
 EXPERIMENT = "attention_maps"
 
 
-def test_fast_run_writes_its_folder_and_reads_back(fast):
-    result, out = fast, fast.out
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["notes"] == result.notes
-    for name in ("attention_maps", "attention_maps_positions"):
-        for suffix in ("png", "pdf"):
-            assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 1000
-    assert len(list((out / "images" / "00_images").iterdir())) == 2
-    assert set(load_result(out).figures) == set(result.figures)
+def test_fast_run_writes_its_folder_and_reads_back(fast, read_back):
+    read_back(fast, ("attention_maps", "attention_maps_positions"))
+    assert len(list((fast.out / "images" / "00_images").iterdir())) == 2
 
 
 def test_maps_and_shares_add_up(fast):

@@ -5,27 +5,19 @@ The fast variant fits ErasePro and UCE on pocket's ``red`` and samples a 2-promp
 
 from __future__ import annotations
 
-import json
 import math
 
 import pytest
 
-from circuits.experiments import ConfigError, load_result, run_experiment
+from circuits.experiments import ConfigError, run_experiment
 from circuits.experiments.recipes.erasepro_alignment import unet_label
 
 EXPERIMENT = "erasepro_alignment"
 
 
-def test_fast_run_writes_its_folder_and_reads_back(fast):
-    result, out = fast, fast.out
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["headline"] == pytest.approx(result.headline)
-    for name in ("erasepro_alignment", "images"):
-        for suffix in ("png", "pdf"):
-            assert (out / "figures" / f"{name}.{suffix}").stat().st_size > 1000
-    assert sorted(p.name for p in (out / "images").iterdir()) == ["00_original", "01_ErasePro", "02_UCE"]
-    again = load_result(out)
-    assert set(again.figures) == set(result.figures)  # redrawn from the saved numbers alone
+def test_fast_run_writes_its_folder_and_reads_back(fast, read_back):
+    again = read_back(fast, ("erasepro_alignment", "images"))
+    assert sorted(p.name for p in (fast.out / "images").iterdir()) == ["00_original", "01_ErasePro", "02_UCE"]
     assert again.metrics["order"] == ["erasepro", "uce"]
 
 

@@ -723,20 +723,9 @@ def multi_concept(model: Diffusion, config: MultiConceptConfig) -> ExperimentRes
             "rest_rate": sum(rest) / len(rest) if rest else None,
             "others_accuracy": sum(other_acc) / len(other_acc) if other_acc else None,
             "kept": sum(kept) / len(kept),
-            "density": next((m["density"] for m in merged_info if m["n"] == n), 0.0) if kind != "single" else
-            next(f["density"] for f in fits if f["concept"] in erased),
+            "density": _variant_density(kind, n, erased, merged_info, fits),
         })  # fmt: skip
-    image_rows = {}
-    if config.show_images:
-        image_rows = {variant: [images[variant][name][0] for name in sets] for variant in variants}
-    metrics = {
-        "measure": "oracle", "concepts": [c.name for c in concepts], "fits": fits, "merged": merged_info, "rows": rows,
-        "prompts": sets, "shown_prompts": [ps[0] for ps in sets.values()], "set_names": list(sets),
-        "sampling_seconds": swept.seconds, "sampling_calls": swept.calls,
-        "images_per_variant": len(swept.images["no erasure"]),
-    }  # fmt: skip
-    headline, notes = _multi_summary(metrics)
-    return ExperimentResult(metrics=metrics, headline=headline, notes=notes, images=image_rows)
+    return _multi_result("oracle", config, concepts, fits, merged_info, rows, sets, images, swept)
 
 
 def _multi_pixels(model: Diffusion, config: MultiConceptConfig, concepts: list[Concept], variants: dict[str, Any],
@@ -764,19 +753,33 @@ def _multi_pixels(model: Diffusion, config: MultiConceptConfig, concepts: list[C
             "erased_change": mean_erased, "rest_change": sum(rest) / len(rest) if rest else None,
             "preservation_change": preservation,
             "selectivity": None if mean_erased is None else _ratio(mean_erased, preservation),
-            "density": next((m["density"] for m in merged_info if m["n"] == n), 0.0) if kind != "single" else
-            next(f["density"] for f in fits if f["concept"] in erased),
+            "density": _variant_density(kind, n, erased, merged_info, fits),
         })  # fmt: skip
+    return _multi_result("pixel_change", config, concepts, fits, merged_info, rows, sets, images, swept)
+
+
+def _variant_density(kind: str, n: int, erased: set[str], merged_info: list[dict[str, Any]],
+                     fits: list[dict[str, Any]]) -> float:
+    """A merged variant's merged-mask density (0 with no erasure); a single erasure's own mask density."""
+    if kind == "single":
+        return next(f["density"] for f in fits if f["concept"] in erased)
+    return next((m["density"] for m in merged_info if m["n"] == n), 0.0)
+
+
+def _multi_result(measure: str, config: MultiConceptConfig, concepts: list[Concept], fits: list[dict[str, Any]],
+                  merged_info: list[dict[str, Any]], rows: list[dict[str, Any]], sets: dict[str, tuple[str, ...]],
+                  images: dict[str, dict[str, list[Any]]], swept: Any) -> ExperimentResult:
+    """The metrics both measures share, the summary of ``measure``, and each variant's first image per set."""
     image_rows = {}
     if config.show_images:
-        image_rows = {variant: [images[variant][name][0] for name in sets] for variant in variants}
+        image_rows = {variant: [images[variant][name][0] for name in sets] for variant in images}
     metrics = {
-        "measure": "pixel_change", "concepts": [c.name for c in concepts], "fits": fits, "merged": merged_info,
+        "measure": measure, "concepts": [c.name for c in concepts], "fits": fits, "merged": merged_info,
         "rows": rows, "prompts": sets, "shown_prompts": [ps[0] for ps in sets.values()], "set_names": list(sets),
         "sampling_seconds": swept.seconds, "sampling_calls": swept.calls,
         "images_per_variant": len(swept.images["no erasure"]),
     }  # fmt: skip
-    headline, notes = _multi_pixel_summary(metrics)
+    headline, notes = (_multi_summary if measure == "oracle" else _multi_pixel_summary)(metrics)
     return ExperimentResult(metrics=metrics, headline=headline, notes=notes, images=image_rows)
 
 
