@@ -21,9 +21,29 @@ from circuits.models.diffusion import Diffusion
 C = TypeVar("C")
 
 
-def resolve_config(cls: type[C], config: C | None, overrides: dict[str, Any]) -> C:
-    """``config`` (or the defaults) with ``overrides`` applied; unknown names get a did-you-mean error."""
-    base = config if config is not None else cls()
+def model_defaults(cls: type[C], model: Diffusion | None) -> C:
+    """The defaults of a method's ``Config`` for ``model``: ``cls.pocket()`` (settings measured on
+    the pocket model) on pocket, ``cls.paper()`` (the paper's and its authors' code's) everywhere
+    else; a config class without those constructors gives its field defaults."""
+    name = "pocket" if model is not None and model.family == "pocket" else "paper"
+    make = getattr(cls, name, None)
+    return make() if callable(make) else cls()
+
+
+def defaults_note(cls: type, model: Diffusion | None, config: Any) -> str:
+    """One line for ``Erasure.notes`` saying which defaults a fit started from."""
+    if config is not None:
+        return f"config: given explicitly ({cls.__module__}.{cls.__qualname__})"
+    name = "pocket" if model is not None and model.family == "pocket" else "paper"
+    if not callable(getattr(cls, name, None)):
+        return "config: the Config field defaults"
+    return f"config: {cls.__qualname__}.{name}() defaults (chosen for model family {getattr(model, 'family', '?')!r})"
+
+
+def resolve_config(cls: type[C], config: C | None, overrides: dict[str, Any], model: Diffusion | None = None) -> C:
+    """``config`` (or the defaults for ``model``, see :func:`model_defaults`) with ``overrides``
+    applied; unknown names get a did-you-mean error."""
+    base = config if config is not None else model_defaults(cls, model)
     if not isinstance(base, cls):
         raise ConfigError(f"config must be a {cls.__module__}.{cls.__qualname__}, got {type(base).__name__}")
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]

@@ -52,6 +52,18 @@ class Diffusion:
         return next(self.unet.parameters()).dtype
 
     @property
+    def family(self) -> str:
+        """Which kind of model this is, for defaults that depend on it: ``"pocket"`` (the built-in
+        model), ``"sd1"`` (768-wide context), ``"sd2"`` (1024), ``"sdxl"`` (added text-time
+        conditioning) or ``"sd"`` (any other shape: tiny test pipelines, custom widths)."""
+        if self.source == "pocket":
+            return "pocket"
+        config = self.unet.config
+        if getattr(config, "addition_embed_type", None) == "text_time":
+            return "sdxl"
+        return {768: "sd1", 1024: "sd2"}.get(int(config.cross_attention_dim), "sd")
+
+    @property
     def vae_scale_factor(self) -> int:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
