@@ -2,8 +2,9 @@
 
 from circuits.interventions.activation import Ablate, MaskedPatch, Replace, Scale
 from circuits.interventions.base import Intervention
-from circuits.interventions.capture import Capture, CaptureCall, Captures, to_maps
+from circuits.interventions.capture import Capture
 from circuits.interventions.graph import Graph, GraphLike, HasGraph
+from circuits.interventions.records import CaptureCall, Captures, to_maps
 from circuits.interventions.weight_edit import WeightEdit
 from circuits.interventions.zero_tokens import ZeroTokens
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from circuits.context import StepContext
 from circuits.errors import SiteError
+from circuits.interventions.records import Captures
 from circuits.interventions.scope import (
     Selection,
     check_branch,
@@ -33,7 +34,6 @@ from circuits.interventions.scope import (
 from circuits.tokens import TokenSelection
 
 if TYPE_CHECKING:
-    from circuits.interventions.runtime import Run
     from circuits.models.diffusion import Diffusion
     from circuits.sites.index import SiteInfo
 
@@ -48,6 +48,22 @@ def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
     return a == b
+
+
+class RunView(Protocol):
+    """What :meth:`Intervention.bind` may read of the run it joins.
+
+    The runtime's ``Run`` is one; naming only these two attributes keeps this module free of the
+    runtime that runs it (the runtime imports interventions, never the reverse).
+    """
+
+    @property
+    def model(self) -> "Diffusion": ...
+
+    @property
+    def captures(self) -> Captures: ...
+
+
 SCOPE_FIELDS = ("steps", "timesteps", "branch", "rows", "tokens")
 
 
@@ -115,7 +131,7 @@ class Intervention:
     def check_site(self, info: "SiteInfo", model: "Diffusion") -> None:
         """Raise early if this intervention cannot act on ``info``'s site."""
 
-    def bind(self, run: "Run", site: str, expanded: bool) -> "Intervention":
+    def bind(self, run: RunView, site: str, expanded: bool) -> "Intervention":
         """What acts on ``site`` for ``run``: ``self``, or a per-site copy for kinds with per-site state.
 
         Called once per matched site when the context is entered (never per call). ``expanded`` is

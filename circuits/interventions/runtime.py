@@ -22,8 +22,8 @@ from torch import Tensor
 from circuits.context import StepContext, current_context
 from circuits.errors import ScopeError, UnmatchedInterventionWarning
 from circuits.interventions.base import Intervention, Undo
-from circuits.interventions.capture import Captures
 from circuits.interventions.graph import Graph, GraphLike
+from circuits.interventions.records import Captures
 from circuits.interventions.scope import Selection, batch_rows, call_matches
 from circuits.models.diffusion import Diffusion
 from circuits.sites.index import SiteInfo

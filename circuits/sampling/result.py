@@ -8,7 +8,7 @@ from typing import Any
 from jaxtyping import Float
 from torch import Tensor
 
-from circuits.interventions.capture import Captures
+from circuits.interventions.records import Captures
 
 
 @dataclass
