@@ -29,7 +29,7 @@ PACKAGE = ROOT / "circuits"
 #: erasure reports bind that world to ``Concept`` and the sampler, so they sit above ``methods``.
 #: The ``circuits.pocket`` facade (``circuits.pocket.concept("red")``) is that upper part.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("circuits.errors", "circuits.io", "circuits.tokens", "circuits.context")),
+    ("base", ("circuits.errors", "circuits.io", "circuits.tokens", "circuits.context", "circuits.version")),
     ("pocket world", ("circuits.pocket.world", "circuits.pocket.tokenizer", "circuits.pocket.oracle",
                       "circuits.pocket.train", "circuits.pocket.evaluate")),
     ("sites", ("circuits.sites",)),
@@ -132,11 +132,16 @@ def cycles(edges: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def layer_of(name: str) -> int:
-    """Position in :data:`LAYERS` of the layer whose longest prefix matches ``name``."""
+    """Position in :data:`LAYERS` of the layer whose longest prefix matches ``name`` (-1: none).
+
+    The facade ``circuits`` (the package's ``__init__``) matches only itself, so a new top-level
+    module has no layer until someone places it.
+    """
     best, best_len = -1, -1
     for position, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > best_len:
+            inside = name.startswith(prefix + ".") and prefix != "circuits"
+            if (name == prefix or inside) and len(prefix) > best_len:
                 best, best_len = position, len(prefix)
     return best
 
@@ -231,3 +236,7 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
                                          ("circuits.experiments.recipes.eot_zeroing", "experiments")])
 def test_layer_of_uses_the_longest_prefix(name: str, layer: str) -> None:
     assert LAYERS[layer_of(name)][0] == layer
+
+
+def test_a_new_top_level_module_has_no_layer() -> None:
+    assert layer_of("circuits.newthing") == -1

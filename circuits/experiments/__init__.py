@@ -19,12 +19,13 @@ from circuits.experiments.registry import (
     experiments,
     get_experiment,
     list_experiments,
+    load_result,
     resolve_config,
     resolve_model,
     run_experiment,
     show_progress,
 )
-from circuits.experiments.result import ExperimentResult, load_result, save_figure
+from circuits.experiments.result import ExperimentResult, save_figure
 
 __all__ = [
     "ConfigError", "Experiment", "ExperimentError", "ExperimentResult", "experiment", "experiments", "get_experiment",

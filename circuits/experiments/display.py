@@ -2,7 +2,8 @@
 the headline numbers as a table, the notes, and where the outputs were written.
 
 Kept apart from the result so rendering stays in one place; every user-supplied string (prompts,
-names, config values) is HTML-escaped.
+names, config values) is HTML-escaped. It reads the fields named by :class:`Shown` and imports
+neither the result nor the registry (the result imports this module, not the reverse).
 """
 
 from __future__ import annotations
@@ -10,10 +11,24 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import TYPE_CHECKING, Any
+import json
+from pathlib import Path
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from circuits.experiments.result import ExperimentResult
+from circuits.experiments.overrides import config_to_json
+
+
+class Shown(Protocol):
+    """What rendering reads of a result (:class:`~circuits.experiments.result.ExperimentResult` has it all)."""
+
+    name: str
+    model: str
+    seconds: float
+    headline: dict[str, Any]
+    notes: list[str]
+    figures: dict[str, Any]
+    config: Any
+    out: Path | None
 
 
 def _figure_png(figure: Any) -> str:
@@ -28,7 +43,7 @@ def _cell(value: Any) -> str:
     return html.escape(str(value))
 
 
-def result_html(result: "ExperimentResult") -> str:
+def result_html(result: Shown) -> str:
     parts = [f"<div><h4 style='margin:4px 0'>{html.escape(result.name)} on {html.escape(result.model)} "
              f"<span style='font-weight:normal;font-size:80%'>({result.seconds:.1f} s)</span></h4>"]  # fmt: skip
     if result.headline:
@@ -49,10 +64,6 @@ def result_html(result: "ExperimentResult") -> str:
             f"<figcaption style='font-size:80%'>{html.escape(name)}</figcaption></figure>"
         )
     if result.config is not None:
-        import json
-
-        from circuits.experiments.overrides import config_to_json
-
         text = json.dumps(config_to_json(result.config), indent=1)
         summary = "<summary>config</summary>"
         parts.append(f"<details style='font-size:80%'>{summary}<pre>{html.escape(text)}</pre></details>")

@@ -41,6 +41,7 @@ from typing import Any
 from circuits.errors import NameNotFoundError, did_you_mean
 from circuits.experiments.overrides import apply_overrides
 from circuits.experiments.result import ExperimentResult
+from circuits.version import __version__
 
 
 class ExperimentError(NameNotFoundError):
@@ -190,10 +191,8 @@ def provenance() -> dict[str, Any]:
     import torch
     import transformers
 
-    import circuits
-
     return {
-        "circuits": circuits.__version__,
+        "circuits": __version__,
         **_git_commit(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -248,10 +247,19 @@ def run_experiment(
         result = entry.run(loaded, resolved)
     if not isinstance(result, ExperimentResult):
         raise TypeError(f"experiment {name!r} returned a {type(result).__name__}, not an ExperimentResult")
-    result.name, result.config, result.model = name, resolved, loaded.source
+    result.name, result.config, result.model, result.draw = name, resolved, loaded.source, entry.draw
     result.seconds = time.perf_counter() - start
     result.provenance = provenance()
-    result.figures = dict(entry.draw(result))
+    result.redraw()
     if out is not None:
         result.save(out)
+    return result
+
+
+def load_result(folder: str | os.PathLike[str], *, redraw: bool = True) -> ExperimentResult:
+    """Read an output folder back into an :class:`ExperimentResult` (config, metrics, images); with
+    ``redraw`` its figures are drawn again from them."""
+    result = ExperimentResult.read(folder, get_experiment)
+    if redraw:
+        result.redraw()
     return result

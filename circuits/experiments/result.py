@@ -8,8 +8,9 @@ An output folder holds everything needed to read, redraw and repeat a run::
     images/ROW/000.png the sampled images, one folder per named row (prompt-major order)
 
 The folder is written next to its destination and renamed into place, so an interrupted run leaves
-the previous output (or nothing), never a mix. :func:`load_result` reads a folder back, and
-``result.redraw()`` draws its figures again without a model.
+the previous output (or nothing), never a mix. :func:`circuits.experiments.load_result` reads a
+folder back, and ``result.redraw()`` draws its figures again without a model, with the drawing
+function the registry handed the result (``draw``): this module knows nothing of the registry.
 """
 
 from __future__ import annotations
@@ -21,11 +22,21 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from circuits.experiments.display import result_html
+from circuits.experiments.overrides import config_from_json, config_to_json
 from circuits.io import atomic_write, save_image, write_json
+
+
+class Drawn(Protocol):
+    """What reading a folder back needs to know of its experiment (a registry entry has both)."""
+
+    config: type
+    draw: Callable[["ExperimentResult"], Mapping[str, Any]]
 
 
 @dataclass
@@ -35,6 +46,7 @@ class ExperimentResult:
     ``metrics``: JSON-ready numbers (everything the figures are drawn from). ``headline``: a few
     numbers worth quoting, shown as a table. ``notes``: what the numbers show, in sentences.
     ``images``: named rows of PIL images. ``figures``: matplotlib figures drawn from the rest.
+    ``draw``: the experiment's drawing function (set by the registry when it runs or loads one).
     """
 
     metrics: dict[str, Any]
@@ -48,6 +60,7 @@ class ExperimentResult:
     seconds: float = 0.0
     provenance: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
+    draw: Callable[["ExperimentResult"], Mapping[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     # -- reading ------------------------------------------------------------------------
     def __repr__(self) -> str:
@@ -64,23 +77,22 @@ class ExperimentResult:
         return "\n".join(lines)
 
     def redraw(self) -> dict[str, Any]:
-        """Draw the figures again from this result alone (no model), with the registered experiment's
-        drawing function; replaces ``self.figures``."""
-        from circuits.experiments.registry import get_experiment
-
-        self.figures = dict(get_experiment(self.name).draw(self))
+        """Draw the figures again from this result alone (no model), with the experiment's drawing
+        function; replaces ``self.figures``."""
+        if self.draw is None:
+            raise ValueError(
+                f"result {self.name!r} has no drawing function: results from run_experiment or "
+                "circuits.experiments.load_result carry their experiment's; set result.draw to redraw this one"
+            )
+        self.figures = dict(self.draw(self))
         return self.figures
 
     def _repr_html_(self) -> str:
-        from circuits.experiments.display import result_html
-
         return result_html(self)
 
     # -- writing ------------------------------------------------------------------------
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write the whole result to ``folder`` (replacing what a previous run left there) and return it."""
-        from circuits.experiments.overrides import config_to_json
-
         folder = Path(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
@@ -112,6 +124,36 @@ class ExperimentResult:
         return folder
 
 
+    # -- reading a folder back -------------------------------------------------------------
+    @classmethod
+    def read(cls, folder: str | os.PathLike[str], experiment: Callable[[str], Drawn]) -> "ExperimentResult":
+        """The result :meth:`save` wrote to ``folder`` (figures not drawn); ``experiment(name)`` gives
+        the config class and drawing function of the experiment named in its ``config.json``."""
+        from PIL import Image
+
+        folder = Path(folder)
+        for required in ("config.json", "metrics.json"):
+            if not (folder / required).is_file():
+                raise FileNotFoundError(f"{folder} is not an experiment output folder: it has no {required}")
+        config_data = json.loads((folder / "config.json").read_text())
+        metrics_data = json.loads((folder / "metrics.json").read_text())
+        name = config_data["experiment"]
+        entry = experiment(name)
+        images = {}
+        # Older folders were written with sorted keys: the numbered folder stems still give the order.
+        rows = sorted(metrics_data.get("image_rows", {}).items(), key=lambda item: int(item[1].split("_")[0]))
+        for row, stem in rows:
+            files = sorted((folder / "images" / stem).glob("*.png"))
+            images[row] = [Image.open(path).convert("RGB") for path in files]
+        return cls(
+            metrics=metrics_data["metrics"], headline=metrics_data.get("headline", {}),
+            notes=metrics_data.get("notes", []), images=images, name=name,
+            config=config_from_json(entry.config, config_data["config"] or {}), model=config_data.get("model", ""),
+            seconds=metrics_data.get("seconds", 0.0), provenance=config_data.get("provenance", {}), out=folder,
+            draw=entry.draw,
+        )  # fmt: skip
+
+
 def save_figure(figure: Any, folder: str | os.PathLike[str], name: str) -> list[Path]:
     """``figure`` as ``folder/name.png`` (150 dpi) and ``folder/name.pdf``, each written atomically."""
     paths = []
@@ -121,39 +163,6 @@ def save_figure(figure: Any, folder: str | os.PathLike[str], name: str) -> list[
         data = buffer.getvalue()
         paths.append(atomic_write(Path(folder) / f"{_safe(name)}.{suffix}", lambda f, d=data: f.write(d)))
     return paths
-
-
-def load_result(folder: str | os.PathLike[str], *, redraw: bool = True) -> ExperimentResult:
-    """Read an output folder back into an :class:`ExperimentResult` (config, metrics, images); with
-    ``redraw`` its figures are drawn again from them."""
-    from PIL import Image
-
-    from circuits.experiments.overrides import config_from_json
-    from circuits.experiments.registry import get_experiment
-
-    folder = Path(folder)
-    for required in ("config.json", "metrics.json"):
-        if not (folder / required).is_file():
-            raise FileNotFoundError(f"{folder} is not an experiment output folder: it has no {required}")
-    config_data = json.loads((folder / "config.json").read_text())
-    metrics_data = json.loads((folder / "metrics.json").read_text())
-    name = config_data["experiment"]
-    experiment = get_experiment(name)
-    images = {}
-    # Older folders were written with sorted keys: the numbered folder stems still give the order.
-    rows = sorted(metrics_data.get("image_rows", {}).items(), key=lambda item: int(item[1].split("_")[0]))
-    for row, stem in rows:
-        files = sorted((folder / "images" / stem).glob("*.png"))
-        images[row] = [Image.open(path).convert("RGB") for path in files]
-    result = ExperimentResult(
-        metrics=metrics_data["metrics"], headline=metrics_data.get("headline", {}),
-        notes=metrics_data.get("notes", []), images=images, name=name,
-        config=config_from_json(experiment.config, config_data["config"] or {}), model=config_data.get("model", ""),
-        seconds=metrics_data.get("seconds", 0.0), provenance=config_data.get("provenance", {}), out=folder,
-    )  # fmt: skip
-    if redraw:
-        result.redraw()
-    return result
 
 
 def _swap_into_place(staging: Path, folder: Path) -> None:
