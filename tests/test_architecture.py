@@ -25,19 +25,20 @@ PACKAGE = ROOT / "circuits"
 #: ``sites`` sits below ``models``: a ``Diffusion`` is assembled from instrumented modules and holds
 #: their ``SiteIndex``, while naming and instrumenting modules needs no model object. ``pocket``
 #: is two things: its world (renderer, tokenizer, oracle, training script) is a data set and a
-#: measuring instrument that imports nothing of circuits, so any layer may use it; its concepts and
-#: erasure reports bind that world to ``Concept`` and the sampler, so they sit above ``methods``.
-#: The ``circuits.pocket`` facade (``circuits.pocket.concept("red")``) is that upper part.
+#: measuring instrument, and its named concepts (``circuits.pocket.concept("red")``) are plain
+#: ``Concept`` data (base layer); none of it imports the toolkit above ``base``, so the models
+#: layer may hand the pocket model its concepts (``model.concepts``) and any layer may read the
+#: world. Its erasure reports sample and evaluate methods' erasures, so they sit above ``methods``.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("circuits.errors", "circuits.io", "circuits.tokens", "circuits.context", "circuits.version")),
-    ("pocket world", ("circuits.pocket.world", "circuits.pocket.tokenizer", "circuits.pocket.oracle",
-                      "circuits.pocket.train", "circuits.pocket.evaluate")),
+    ("base", ("circuits.errors", "circuits.io", "circuits.tokens", "circuits.context", "circuits.version",
+              "circuits.concept")),
+    ("pocket world", ("circuits.pocket",)),
     ("sites", ("circuits.sites",)),
     ("models", ("circuits.models",)),
     ("interventions", ("circuits.interventions",)),
     ("sampling", ("circuits.sampling",)),
     ("methods", ("circuits.methods",)),
-    ("pocket concepts", ("circuits.pocket",)),
+    ("pocket reports", ("circuits.pocket.report",)),
     ("analysis", ("circuits.analysis",)),
     ("experiments", ("circuits.experiments",)),
     ("cli", ("circuits.cli", "circuits.__main__", "circuits")),
@@ -222,17 +223,17 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
         "methods/__init__.py": "",
         "methods/x.py": "from circuits.models import m\ny = 1\n",
         "pocket/__init__.py": "",
-        "pocket/world.py": "from circuits.pocket import concepts\n",
-        "pocket/concepts.py": "from circuits.pocket.world import thing\n",
+        "pocket/world.py": "from circuits.pocket import report\n",
+        "pocket/report.py": "from circuits.pocket.world import thing\n",
     })
     found = upward(graph.__wrapped__(package))
     assert any(f.startswith("circuits.models.m:2 (models) imports circuits.methods.x (methods") for f in found), found
-    assert any(f.startswith("circuits.pocket.world:1 (pocket world) imports circuits.pocket.concepts") for f in found)
+    assert any(f.startswith("circuits.pocket.world:1 (pocket world) imports circuits.pocket.report") for f in found)
     assert len(found) == 2, found
 
 
-@pytest.mark.parametrize("name, layer", [("circuits.pocket.world", "pocket world"), ("circuits.pocket", "pocket concepts"),
-                                         ("circuits.pocket.report", "pocket concepts"), ("circuits", "cli"),
+@pytest.mark.parametrize("name, layer", [("circuits.pocket.world", "pocket world"), ("circuits.pocket", "pocket world"),
+                                         ("circuits.pocket.report", "pocket reports"), ("circuits", "cli"),
                                          ("circuits.experiments.recipes.eot_zeroing", "experiments")])
 def test_layer_of_uses_the_longest_prefix(name: str, layer: str) -> None:
     assert LAYERS[layer_of(name)][0] == layer

@@ -604,8 +604,7 @@ def _centre_shift(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _compare(base: dict[str, Any], other: dict[str, Any], prompts: Sequence[str]) -> dict[str, float]:
-    from circuits.pocket.report import named_attributes
-    from circuits.pocket.world import BACKGROUNDS
+    from circuits.pocket.world import BACKGROUNDS, named_attributes
 
     def named(prompt: str) -> dict[str, str]:
         backgrounds = [b for b in BACKGROUNDS if f"{b} background" in prompt.lower()]

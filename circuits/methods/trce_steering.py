@@ -48,7 +48,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -62,9 +62,28 @@ from circuits.methods.common import ConfigError, config_dict, text_embeddings
 from circuits.methods.concept import Concept
 from circuits.methods.training import finetune, step_generator
 from circuits.models.diffusion import Diffusion
+from circuits.sampling import sample
 
-if TYPE_CHECKING:
-    from circuits.methods.trce import Config
+
+class Config(Protocol):
+    """The settings stage 2 reads; :class:`circuits.methods.trce.Config` has them (documented there).
+    Named here so this module does not import the one that imports it."""
+
+    trajectories: int
+    null_trajectories: int
+    batch_size: int
+    cache_batch: int
+    epochs: int
+    early_fraction: float
+    sample_steps: int
+    scheduler: str
+    guidance_scale: float
+    beta: float
+    margin: float
+    preserve_weight: float
+    lr: float
+    synonyms: bool
+    seed: int
 
 Eps = Float[Tensor, "batch channels height width"]
 
@@ -144,10 +163,8 @@ class Cache:
 
 
 def _record(model, prompts, seed, config, guidance_scale):
-    import circuits
-
-    result = circuits.sample(model, prompts, seed=seed, steps=config.sample_steps, guidance_scale=guidance_scale,
-                             scheduler=config.scheduler, record=True, progress=False)
+    result = sample(model, prompts, seed=seed, steps=config.sample_steps, guidance_scale=guidance_scale,
+                    scheduler=config.scheduler, record=True, progress=False)
     return result.trajectory
 
 

@@ -7,13 +7,16 @@ of their sites. ``circuits.load`` builds it; interventions and the sampler take 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from circuits.concept import Concept
 from circuits.errors import SiteError
+from circuits.pocket.concepts import concept as pocket_concept
 from circuits.sites.index import SiteIndex
 from circuits.sites.instrument import instrument_text_encoder, instrument_unet
 
@@ -32,11 +35,16 @@ class Diffusion:
     vae: nn.Module
     scheduler: Any
     source: str = "<pipeline>"
+    #: the concept a word names on this model (``model.concepts("red")``), for methods given a bare
+    #: word; the pocket model's are its world's colours, shapes and textures; ``None``: none by name
+    concepts: Callable[[str], Concept] | None = field(default=None, repr=False)
     sites: SiteIndex = field(init=False, repr=False)
     #: intervention runs applied right now (the sampler checks their scopes against its schedule)
     active_runs: list[Any] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.concepts is None and self.source == "pocket":
+            self.concepts = pocket_concept
         instrument_unet(self.unet)
         instrument_text_encoder(self.text_encoder)
         for component in (self.unet, self.text_encoder, self.vae):

@@ -26,7 +26,7 @@ __all__ = ["PACKAGE_DIR", "PIPELINE_DIR", "ORACLE_PATH", "IMAGE_SIZE", "concept"
 
 
 def __getattr__(name: str):
-    # concepts import circuits.methods (torch); keep ``import circuits.pocket`` cheap
+    # concepts import circuits.concept (torch, via the tokenizer helpers); keep ``import circuits.pocket`` cheap
     if name in ("concept", "evaluation_sets"):
         from circuits.pocket import concepts
 

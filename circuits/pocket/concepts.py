@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from circuits.concept import Concept, ConceptError, fill
 from circuits.errors import did_you_mean
-from circuits.methods.concept import Concept, ConceptError, fill
 from circuits.pocket.world import BACKGROUNDS, COLOURS, SHAPES, SYNONYMS, TEXTURES, Scene, prompt
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"colour": COLOURS, "shape": SHAPES, "texture": TEXTURES}

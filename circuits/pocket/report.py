@@ -29,20 +29,10 @@ from circuits.methods.concept import Concept, as_concept
 from circuits.models.diffusion import Diffusion
 from circuits.pocket.concepts import EvaluationSets, attribute_of, evaluation_sets
 from circuits.pocket.oracle import shared_oracle
-from circuits.pocket.world import COLOURS, SHAPES, SYNONYMS, TEXTURES
+from circuits.pocket.world import named_attributes
+from circuits.sampling import sample
 
 SETS = ("target", "synonyms", "preservation")
-
-
-def named_attributes(prompt: str) -> dict[str, str]:
-    """The pocket attributes a prompt names: ``{"colour": "red", "shape": "circle", ...}``."""
-    named: dict[str, str] = {}
-    for word in prompt.lower().replace(",", " ").split():
-        word = SYNONYMS.get(word, word)
-        for attribute, values in (("colour", COLOURS), ("shape", SHAPES), ("texture", TEXTURES)):
-            if word in values and attribute not in named:
-                named[attribute] = word
-    return named
 
 
 @dataclass
@@ -130,11 +120,9 @@ def score_images(images: Sequence[Any], prompts: Sequence[str], attribute: str, 
 
 def _score_set(model: Diffusion, prompts: Sequence[str], graph: Any, attribute: str, value: str, *,
                is_target: bool, samples: int, seed: int, steps: int, progress: bool) -> SetScore:
-    import circuits
-
     rows = [p for p in prompts for _ in range(samples)]
     start = time.perf_counter()
-    result = circuits.sample(model, rows, seed=seed, steps=steps, graph=graph, progress=progress)
+    result = sample(model, rows, seed=seed, steps=steps, graph=graph, progress=progress)
     seconds = time.perf_counter() - start
     erased, per_attribute, reads = score_images(result.images, rows, attribute, value, exclude_target=is_target)
     mean = per_attribute.pop("_mean")
@@ -187,11 +175,9 @@ def damage(model: Diffusion, prompts: Sequence[str], graph: Any, *, samples: int
            steps: int = 25, progress: bool = False) -> dict[str, Any]:
     """What ``graph`` does to ``prompts``: oracle accuracy (all named attributes) and the mean absolute
     pixel difference (0-255) and PSNR against the unedited images from the same noise."""
-    import circuits
-
     rows = [p for p in prompts for _ in range(samples)]
-    plain = circuits.sample(model, rows, seed=seed, steps=steps, progress=progress)
-    edited = circuits.sample(model, rows, seed=seed, steps=steps, graph=graph, progress=progress)
+    plain = sample(model, rows, seed=seed, steps=steps, progress=progress)
+    edited = sample(model, rows, seed=seed, steps=steps, graph=graph, progress=progress)
     a = np.stack([np.asarray(i, dtype=np.float64) for i in plain.images])
     b = np.stack([np.asarray(i, dtype=np.float64) for i in edited.images])
     mse = float(np.mean((a - b) ** 2))

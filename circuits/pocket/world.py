@@ -272,6 +272,17 @@ def prompt(scene: Scene, *, colour_word: str | None = None, with_texture: bool =
     return f"{_article(first)} {t}{c} {scene.shape} on {_article(scene.background)} {scene.background} background"
 
 
+def named_attributes(prompt: str) -> dict[str, str]:
+    """The pocket attributes a prompt names: ``{"colour": "red", "shape": "circle", ...}``."""
+    named: dict[str, str] = {}
+    for word in prompt.lower().replace(",", " ").split():
+        word = SYNONYMS.get(word, word)
+        for attribute, values in (("colour", COLOURS), ("shape", SHAPES), ("texture", TEXTURES)):
+            if word in values and attribute not in named:
+                named[attribute] = word
+    return named
+
+
 def caption_corpus(n: int = 20000, seed: int = 0) -> Iterator[str]:
     """Captions for tokenizer training: every template x every word at least once, then random."""
     scenes = all_scenes()
