@@ -55,6 +55,9 @@ Decisions the paper leaves open (or the official code answers differently):
   where ``delta(c)`` also carries the other words of each prompt, and the erase term steers away
   from them too. On pocket that breaks preservation, see ``docs/recipes/ant.md``.
 - ANT is anchor-free: the concept's anchor and preservation prompts are not used by the loss.
+
+Length: over 500 lines because it holds the method (collect, saliency, fine-tune) and the CFG-reversal
+study with its layout measures (:func:`reversal_study`); the study is the piece to move out next.
 """
 
 from __future__ import annotations

@@ -33,6 +33,9 @@ and write it to ``<out>/plan.json``; the learning-rate schedule (warm-up + cosin
 that step count, so the run is still step-based.
 
 Checkpoints are written every ``--ckpt-minutes`` atomically (temp file, then ``os.replace``).
+
+Length: over 500 lines because it is one reproducible script (arguments, three phases, checkpoints,
+export) that reads top to bottom as the record of how the shipped weights were made.
 """
 
 from __future__ import annotations
