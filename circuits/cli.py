@@ -5,6 +5,10 @@
     circuits demo   [--model pocket] [--out outputs/demo]    sample; again with [EoT] attention zeroed; masked
     circuits sample "a red circle" [--seed 0] [--out outputs/sample.png]
     circuits sites  [PATTERN] [--model pocket]
+
+Every error is one line on stderr naming the input and what to do, with exit status 2 (bad input)
+or 1 (a bug: ``circuits --debug ...`` shows its traceback). A subcommand is one entry of
+:data:`COMMANDS`: a ``cmd_x(args) -> int`` function and the function that adds its arguments.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 DEMO_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow cross",
@@ -46,8 +52,9 @@ def demo_variants() -> dict[str, object]:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Sample a few prompts plainly, with the [EoT] tokens' cross-attention zeroed, and with it masked."""
     import circuits
-    from circuits.io import image_grid, save_image, write_json
+    from circuits.io import check_writable, image_grid, save_image, write_json
 
+    out = check_writable(args.out)
     model = _load(args.model)
     start = time.perf_counter()
     variants = demo_variants()
@@ -57,7 +64,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         for name, graph in variants.items()
     }
     seconds = time.perf_counter() - start
-    out = Path(args.out)
     save_image(out / "grid.png", image_grid(list(images.values()), scale=4))
     summary = {"model": model.source, "prompts": DEMO_PROMPTS, "seed": args.seed, "steps": args.steps,
                "rows": list(variants), "seconds": round(seconds, 2),
@@ -96,14 +102,26 @@ def _oracle_reads(model, images: dict[str, list]) -> dict[str, dict] | None:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     import circuits
-    from circuits.io import image_grid, save_image
+    from circuits.io import check_writable, image_grid, save_image
 
+    _check_image_path(args.out)
+    check_writable(Path(args.out).parent, argument="out's folder")
     model = _load(args.model)
     result = circuits.sample(model, args.prompts, seed=args.seed, steps=args.steps,
                              guidance_scale=args.guidance, progress=not args.quiet)
     save_image(args.out, image_grid([result.images], scale=4))
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_image_path(path: str) -> None:
+    from PIL import Image
+
+    from circuits.errors import OutputError
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in Image.registered_extensions():
+        raise OutputError(f"--out {path!r}: give an image file name, e.g. outputs/sample.png (.png, .jpg, .webp)")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -153,51 +171,114 @@ def cmd_sites(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="circuits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+# -- the subcommands --------------------------------------------------------------------------------
+def _model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--model", default="pocket", help="'pocket', 'tiny' (random, for smoke tests), a folder or a hub id"
     )
-    common.add_argument("--seed", type=int, default=0)
-    common.add_argument("--steps", type=int, default=25)
-    common.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=25)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    demo = sub.add_parser("demo", parents=[common], help=cmd_demo.__doc__)
-    demo.add_argument("--out", default="outputs/demo")
-    demo.set_defaults(func=cmd_demo)
-    sample = sub.add_parser("sample", parents=[common], help="sample prompts to a PNG grid")
-    sample.add_argument("prompts", nargs="+")
-    sample.add_argument("--guidance", type=float, default=7.5)
-    sample.add_argument("--out", default="outputs/sample.png")
-    sample.set_defaults(func=cmd_sample)
-    listing = sub.add_parser("list", help="list the experiments")
-    listing.set_defaults(func=cmd_list)
-    run = sub.add_parser("run", help=cmd_run.__doc__)
-    run.add_argument("name", help="an experiment name (see: circuits list)")
-    run.add_argument("--model", default="pocket", help="'pocket' or a diffusers SD1.x/2.x folder")
-    run.add_argument("--set", action="append", metavar="KEY=VALUE",
-                     help="override a config setting, e.g. --set steps=10 --set seeds=0,1 (repeatable)")  # fmt: skip
-    run.add_argument("--out", default=None, help="output folder (default: outputs/NAME)")
-    run.add_argument("--fast", action="store_true", help="the recipe's seconds-long settings (same code paths)")
-    run.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.set_defaults(func=cmd_run)
-    sites = sub.add_parser("sites", parents=[common], help="list site names")
-    sites.add_argument("pattern", nargs="?", default=None)
-    sites.set_defaults(func=cmd_sites)
 
-    args = parser.parse_args(argv)
-    import circuits.errors
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments(parser)
+    parser.add_argument("--out", default="outputs/demo")
 
+
+def _sample_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments(parser)
+    parser.add_argument("prompts", nargs="+")
+    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--out", default="outputs/sample.png")
+
+
+def _list_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="an experiment name (see: circuits list)")
+    parser.add_argument("--model", default="pocket", help="'pocket' or a diffusers SD1.x/2.x folder")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a config setting, e.g. --set steps=10 --set seeds=0,1 (repeatable)")  # fmt: skip
+    parser.add_argument("--out", default=None, help="output folder (default: outputs/NAME)")
+    parser.add_argument("--fast", action="store_true", help="the recipe's seconds-long settings (same code paths)")
+    parser.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _sites_arguments(parser: argparse.ArgumentParser) -> None:
+    _model_arguments(parser)
+    parser.add_argument("pattern", nargs="?", default=None)
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: ``circuits NAME ...`` parses with ``arguments`` and runs ``run``."""
+
+    name: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: Callable[[argparse.ArgumentParser], None]
+    help: str
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("demo", cmd_demo, _demo_arguments, cmd_demo.__doc__ or ""),
+    Command("sample", cmd_sample, _sample_arguments, "sample prompts to a PNG grid"),
+    Command("list", cmd_list, _list_arguments, "list the experiments"),
+    Command("run", cmd_run, _run_arguments, cmd_run.__doc__ or ""),
+    Command("sites", cmd_sites, _sites_arguments, "list site names"),
+)
+
+
+class UsageError(Exception):
+    """A command line argparse cannot parse (raised instead of argparse's usage text and exit)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{self.prog}: {message} (see: {self.prog} --help)")
+
+
+def build_parser(commands: tuple[Command, ...] = COMMANDS) -> argparse.ArgumentParser:
+    parser = _Parser(prog="circuits", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an unexpected error")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in commands:
+        child = sub.add_parser(command.name, help=command.help)
+        command.arguments(child)
+        child.set_defaults(func=command.run)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; every error is one line on stderr (exit 2: bad input, 1: a bug)."""
+    from circuits.errors import CircuitsError
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
-    except (circuits.errors.CircuitsError, FileExistsError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (UsageError, CircuitsError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+    except OSError as error:  # a file or folder the user named (FileExistsError, permissions, a full disk)
+        print(f"error: {_one_line(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        if "--debug" in argv:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {_one_line(error)} (a bug in circuits; "
+              "rerun with circuits --debug ... for the traceback and report it)", file=sys.stderr)  # fmt: skip
+        return 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,12 @@ def did_you_mean(given: object, choices: Iterable[str], n: int = 1, cutoff: floa
     return f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
 
 
-class ConfigError(CircuitsError, ValueError):
+class SettingError(CircuitsError, ValueError):
+    """A setting with a value it cannot take: a NaN or infinite number, a step count below 1, a
+    seed that is not an int; the message names the argument and the values that work."""
+
+
+class ConfigError(SettingError):
     """An unknown or mistyped field of a method's or an experiment's config."""
 
 
@@ -53,6 +58,10 @@ class PromptError(CircuitsError, ValueError):
 
 class ModelLoadError(CircuitsError, OSError):
     """A model source that cannot be loaded (missing folder, hub unreachable, wrong layout)."""
+
+
+class OutputError(CircuitsError, OSError):
+    """An output folder or file that cannot be written (checked before the work that fills it)."""
 
 
 class UnmatchedInterventionWarning(UserWarning):

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from circuits.errors import OutputError
+
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(file)`` on a temporary file next to ``path`` and move it into place."""
@@ -33,6 +35,31 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             os.unlink(tmp)
         raise
     return path
+
+
+def check_writable(folder: str | os.PathLike[str], argument: str = "out") -> Path:
+    """Make sure files can be written in ``folder`` (creating it and its parents), before the work that
+    fills it: an :class:`~circuits.errors.OutputError` naming ``argument`` and the folder otherwise.
+
+    It writes and removes one empty temporary file: permissions, read-only file systems, a file
+    standing where a folder should be and a missing drive all show up the same way. Folders it had
+    to create for that are removed again (the work that follows creates them when it writes).
+    """
+    folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".circuits-write-check-")
+        os.close(fd)
+        os.unlink(probe)
+        for path in created:  # deepest first
+            path.rmdir()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        where = f" ({error.filename})" if error.filename and str(error.filename) != str(folder) else ""
+        raise OutputError(f"{argument}={str(folder)!r} cannot be written: {reason}{where}; "
+                          "give a folder you can write to") from None  # fmt: skip
+    return folder
 
 
 @functools.cache

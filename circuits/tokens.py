@@ -137,6 +137,27 @@ def check_prompts(prompts: Any, *, argument: str = "prompts") -> list[str]:
     return prompts
 
 
+def truncate(tokenizer: Any, prompt: str) -> str:
+    """``prompt`` cut to the whole words that fit ``tokenizer.model_max_length`` with SoT/EoT (unchanged
+    when it fits; ``""`` when not even the first word does). What to pass where a long prompt should
+    be cut on purpose: :func:`layout` and ``circuits.sample`` refuse prompts that do not fit."""
+    if not isinstance(prompt, str):
+        raise PromptError(f"truncate: prompt is {type(prompt).__name__}, expected str")
+    limit = tokenizer.model_max_length
+    words = prompt.split()
+
+    def fits(k: int) -> bool:
+        return len(tokenizer(" ".join(words[:k]), truncation=False).input_ids) <= limit
+
+    if fits(len(words)):
+        return prompt
+    low, high = 0, len(words)  # fits(low) holds (no words: SoT + EoT), fits(high) does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return " ".join(words[:low])
+
+
 def layout(tokenizer: Any, prompt: str) -> TokenLayout:
     """Tokenize one prompt and locate SoT, words, EoT and padding.
 
@@ -153,7 +174,8 @@ def _layout_cached(tokenizer: Any, prompt: str) -> TokenLayout:
     if n > max_length:
         raise PromptError(
             f"prompt {prompt!r} is {n} tokens long with SoT/EoT, but the tokenizer allows {max_length}; "
-            "shorten it (circuits never truncates silently)"
+            "shorten it, or cut it on purpose with circuits.tokens.truncate(model.tokenizer, prompt) "
+            "(keeps the whole words that fit; circuits never truncates silently)"
         )
     padded = tokenizer(prompt, padding="max_length", max_length=max_length, truncation=True).input_ids
     offsets = [tuple(o) for o in bare["offset_mapping"]] + [(0, 0)] * (max_length - n)

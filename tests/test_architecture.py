@@ -31,7 +31,7 @@ PACKAGE = ROOT / "circuits"
 #: world. Its erasure reports sample and evaluate methods' erasures, so they sit above ``methods``.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("circuits.errors", "circuits.io", "circuits.tokens", "circuits.context", "circuits.version",
-              "circuits.concept")),
+              "circuits.concept", "circuits.checks")),
     ("pocket world", ("circuits.pocket",)),
     ("sites", ("circuits.sites",)),
     ("models", ("circuits.models",)),

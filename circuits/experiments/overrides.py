@@ -14,6 +14,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from circuits.checks import check_fields_finite
 from circuits.errors import ConfigError, did_you_mean
 
 
@@ -108,7 +109,8 @@ def _accepts_str_only(annotation: Any) -> bool:
 
 
 def apply_overrides(cls: type, base: Any, overrides: dict[str, Any], *, owner: str) -> Any:
-    """``base`` (an instance of ``cls``) with ``overrides`` checked and applied."""
+    """``base`` (an instance of ``cls``) with ``overrides`` checked and applied; a NaN or infinite number
+    in any field is a ConfigError naming it."""
     types_ = field_types(cls)
     unknown = [k for k in overrides if k not in types_]
     if unknown:
@@ -124,9 +126,11 @@ def apply_overrides(cls: type, base: Any, overrides: dict[str, Any], *, owner: s
                 f"(default: {getattr(base, key)!r})"
             ) from None
     try:
-        return dataclasses.replace(base, **checked)
+        resolved = dataclasses.replace(base, **checked)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{owner}: {error}") from None
+    check_fields_finite(resolved, owner, error=ConfigError)  # the base's fields too: a config passed in whole
+    return resolved
 
 
 def parse_assignments(cls: type, assignments: list[str], *, owner: str) -> dict[str, Any]:

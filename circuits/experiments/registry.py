@@ -38,9 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from circuits.errors import NameNotFoundError, did_you_mean
+from circuits.errors import ConfigError, NameNotFoundError, did_you_mean
 from circuits.experiments.overrides import apply_overrides
 from circuits.experiments.result import ExperimentResult
+from circuits.io import check_writable
 from circuits.version import __version__
 
 
@@ -210,7 +211,9 @@ def resolve_config(name: str, config: Any = None, **overrides: Any) -> Any:
     entry = get_experiment(name)
     base = config if config is not None else entry.config()
     if not isinstance(base, entry.config):
-        raise TypeError(f"experiment {name!r}: config must be a {entry.config.__qualname__}, got {type(base).__name__}")
+        raise ConfigError(
+            f"experiment {name!r}: config must be a {entry.config.__qualname__}, got {type(base).__name__}"
+        )
     return apply_overrides(entry.config, base, overrides, owner=f"experiment {name!r}")
 
 
@@ -236,6 +239,8 @@ def run_experiment(
     if fast:
         base = apply_overrides(entry.config, base or entry.config(), dict(entry.fast), owner=f"experiment {name!r}")
     resolved = resolve_config(name, base, **overrides)
+    if out is not None:
+        check_writable(out)  # before the minutes of work, not after
     loaded = resolve_model(model)
     if "oracle" in entry.needs and loaded.source != "pocket":
         raise ExperimentError(

@@ -13,6 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.checks import check_fields_finite
 from circuits.errors import ConfigError, did_you_mean
 from circuits.methods.concept import Concept, PromptPair, as_concept
 from circuits.methods.features import align, gather_columns, preserved_positions
@@ -42,7 +43,7 @@ def defaults_note(cls: type, model: Diffusion | None, config: Any) -> str:
 
 def resolve_config(cls: type[C], config: C | None, overrides: dict[str, Any], model: Diffusion | None = None) -> C:
     """``config`` (or the defaults for ``model``, see :func:`model_defaults`) with ``overrides``
-    applied; unknown names get a did-you-mean error."""
+    applied; unknown names get a did-you-mean error, NaN or infinite numbers a ConfigError."""
     base = config if config is not None else model_defaults(cls, model)
     if not isinstance(base, cls):
         raise ConfigError(f"config must be a {cls.__module__}.{cls.__qualname__}, got {type(base).__name__}")
@@ -52,9 +53,11 @@ def resolve_config(cls: type[C], config: C | None, overrides: dict[str, Any], mo
         hints = [f"{key!r}{did_you_mean(key, names)}" for key in unknown]
         raise ConfigError(f"{cls.__qualname__} has no field {', '.join(hints)}; fields: {', '.join(names)}")
     try:
-        return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
+        resolved = dataclasses.replace(base, **overrides)  # type: ignore[type-var]
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{cls.__qualname__}: {error}") from None
+    check_fields_finite(resolved, f"{cls.__module__}.{cls.__qualname__}", error=ConfigError)
+    return resolved
 
 
 def config_dict(config: Any) -> dict[str, Any]:

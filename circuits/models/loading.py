@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -115,16 +116,41 @@ def _pretrained(where: str | Path, dtype: torch.dtype | None, local_files_only: 
         )
 
 
+#: what a Stable Diffusion pipeline folder holds: model_index.json naming these components, one subfolder each
+COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+
+
+def _check_index(folder: Path) -> None:
+    """A clear error when ``folder/model_index.json`` is not a pipeline index (diffusers would fail
+    with a bare ``KeyError: '_class_name'`` or a JSON error deep inside ``from_pretrained``)."""
+    index = folder / "model_index.json"
+    what = (f"a pipeline folder holds model_index.json (a JSON object with '_class_name', e.g. "
+            f"'StableDiffusionPipeline', and an entry per component: {', '.join(COMPONENTS)}) and one subfolder "
+            "per component, as StableDiffusionPipeline.save_pretrained writes it")  # fmt: skip
+    try:
+        data = json.loads(index.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ModelLoadError(f"{index} cannot be read as JSON ({error}); {what}") from None
+    if not isinstance(data, dict) or "_class_name" not in data:
+        found = f"keys {sorted(data)}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise ModelLoadError(f"{index} is not a pipeline index (no '_class_name'; found {found}); {what}")
+    missing = [c for c in COMPONENTS if c not in data]
+    if missing:
+        raise ModelLoadError(f"{index} names no {', '.join(missing)}; {what}")
+
+
 def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Diffusion:
     if not (folder / "model_index.json").is_file():
         raise ModelLoadError(
             f"{folder} is not a diffusers pipeline folder (no model_index.json); "
             "point at the folder that StableDiffusionPipeline.save_pretrained wrote"
         )
+    _check_index(folder)
     try:
         pipe = _pretrained(folder, dtype, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise ModelLoadError(f"failed to load the pipeline in {folder}: {error}") from error
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as error:
+        # a component folder that is missing or of another library: diffusers' own error, named
+        raise ModelLoadError(f"failed to load the pipeline in {folder}: {type(error).__name__}: {error}") from error
     return _from_pipeline(pipe, source=source)
 
 

@@ -14,6 +14,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuits.checks import real_number
+from circuits.errors import SettingError
+
 Eps = Float[Tensor, "batch channels height width"]
 
 
@@ -23,6 +26,10 @@ class CFG:
     as ``StableDiffusionPipeline`` does."""
 
     scale: float = 7.5
+
+    def __post_init__(self) -> None:
+        # a NaN scale compares false with everything and would silently give NaN images
+        object.__setattr__(self, "scale", real_number(self.scale, "scale", type(self).__name__))
 
     @property
     def uses_uncond(self) -> bool:
@@ -40,6 +47,10 @@ class ReversedCFG(CFG):
     """ANT's guidance (Eq. 1): ordinary CFG while ``t > t_prime``, reversed direction for ``t <= t_prime``."""
 
     t_prime: float = 500.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "t_prime", real_number(self.t_prime, "t_prime", "ReversedCFG"))
 
     @property
     def uses_uncond(self) -> bool:
@@ -66,7 +77,7 @@ class Rowwise:
         for block in self.blocks:
             if not (isinstance(block, tuple) and len(block) == 2 and isinstance(block[0], CFG)
                     and isinstance(block[1], int) and block[1] > 0):  # fmt: skip
-                raise ValueError(f"Rowwise: block {block!r} must be (guidance, number_of_prompts > 0)")
+                raise SettingError(f"Rowwise: block {block!r} must be (guidance, number_of_prompts > 0)")
 
     @property
     def rows(self) -> int:

@@ -19,8 +19,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from circuits.checks import real_number
 from circuits.context import StepContext, publish_context
-from circuits.errors import ScopeError
+from circuits.errors import ScopeError, SettingError
 from circuits.interventions.graph import GraphLike
 from circuits.interventions.runtime import Run, active_runs, check_token_names, intervene
 from circuits.models.diffusion import Diffusion
@@ -44,8 +45,10 @@ def make_scheduler(model: Diffusion, scheduler: Any = None) -> Any:
         return type(model.scheduler).from_config(model.scheduler.config)
     if isinstance(scheduler, str):
         if scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler={scheduler!r}: use one of {sorted(SCHEDULERS)} or a diffusers scheduler")
+            raise SettingError(f"scheduler={scheduler!r}: use one of {sorted(SCHEDULERS)} or a diffusers scheduler")
         return getattr(diffusers, SCHEDULERS[scheduler]).from_config(model.scheduler.config)
+    if not (hasattr(scheduler, "config") and hasattr(type(scheduler), "from_config")):
+        raise SettingError(f"scheduler={scheduler!r}: use one of {sorted(SCHEDULERS)} or a diffusers scheduler")
     return type(scheduler).from_config(scheduler.config)
 
 
@@ -61,7 +64,7 @@ def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str, *, len
     for prompt in prompts:
         layout(model.tokenizer, prompt)  # raises a clear PromptError for over-long prompts
     if length is not None and not 1 <= length <= max_length:
-        raise ValueError(f"encode_prompts: length={length}; use 1..{max_length}")
+        raise SettingError(f"encode_prompts: length={length}; use 1..{max_length}")
     ids = model.tokenizer(
         list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt",
     ).input_ids[:, : length or max_length].to(model.device)
@@ -117,20 +120,29 @@ def sample(
     else:
         negatives = check_prompts(negative_prompt, argument="negative_prompt")
         if len(negatives) != len(prompts):
-            raise ValueError(
+            raise SettingError(
                 f"negative_prompt has {len(negatives)} entries for {len(prompts)} prompts; give one per prompt"
             )
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r}: give a positive int")
-    guidance = guidance if guidance is not None else CFG(guidance_scale)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise SettingError(f"steps={steps!r}: give a positive int")
+    eta = real_number(eta, "eta", "sample")
+    if guidance is None:
+        guidance = CFG(real_number(guidance_scale, "guidance_scale", "sample"))
+    elif not callable(getattr(guidance, "combine", None)):
+        raise SettingError(f"guidance={guidance!r}: give circuits.CFG(scale), circuits.ReversedCFG(...) or None")
     covered = getattr(guidance, "rows", None)  # Rowwise guidance names how many prompts it covers
     if covered is not None and covered != len(prompts):
-        raise ValueError(f"guidance={guidance!r} covers {covered} prompts but {len(prompts)} were given")
+        raise SettingError(f"guidance={guidance!r} covers {covered} prompts but {len(prompts)} were given")
     size = model.default_size
-    height, width = height or size, width or size
     factor = model.vae_scale_factor
+    for name, value in (("height", height), ("width", width)):
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < factor):
+            raise SettingError(f"{name}={value!r}: give a positive int, a multiple of {factor} (or None: {size})")
+    height, width = height or size, width or size
     if height % factor or width % factor:
-        raise ValueError(f"height={height}, width={width}: both must be multiples of {factor} (the VAE's scale factor)")
+        raise SettingError(
+            f"height={height}, width={width}: both must be multiples of {factor} (the VAE's scale factor)"
+        )
 
     with (intervene(model, graph, strict=strict) if graph is not None else contextlib.nullcontext()) as run:
         with torch.set_grad_enabled(grad):
@@ -222,14 +234,19 @@ def _sample(
 
 def _check_seed(seed: Any, n: int) -> int | list[int]:
     """An int, or a list of one int per prompt; anything else is a clear error."""
-    if isinstance(seed, int) and not isinstance(seed, bool):
+    def fits(s: Any) -> bool:  # torch.Generator.manual_seed takes a signed or unsigned 64-bit int
+        return isinstance(s, int) and not isinstance(s, bool) and -(2**63) <= s < 2**64
+
+    if fits(seed):
         return seed
     if isinstance(seed, Sequence) and not isinstance(seed, str):
         seeds = list(seed)
-        if len(seeds) == n and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        if len(seeds) == n and all(fits(s) for s in seeds):
             return seeds
-        raise ValueError(f"seed={seed!r}: give one int per prompt ({n} prompts), or a single int for the batch")
-    raise ValueError(f"seed={seed!r}: give an int, or a list of one int per prompt")
+        raise SettingError(
+            f"seed={seed!r}: give one int (0 <= seed < 2**64) per prompt ({n} prompts), or a single int for the batch"
+        )
+    raise SettingError(f"seed={seed!r}: give an int (0 <= seed < 2**64), or a list of one int per prompt")
 
 
 def _check_follow(follow: Mapping[int, int] | None, n: int) -> tuple[list[int], list[int]] | None:
@@ -237,18 +254,18 @@ def _check_follow(follow: Mapping[int, int] | None, n: int) -> tuple[list[int], 
     if follow is None:
         return None
     if not isinstance(follow, Mapping):
-        raise ValueError(f"follow={follow!r}: give a dict {{follower: leader}} of prompt indices, e.g. {{1: 0}}")
+        raise SettingError(f"follow={follow!r}: give a dict {{follower: leader}} of prompt indices, e.g. {{1: 0}}")
     for follower, leader in follow.items():
         for name, index in (("follower", follower), ("leader", leader)):
             if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < n:
-                raise ValueError(
+                raise SettingError(
                     f"follow={dict(follow)!r}: {name} {index!r} is not a prompt index "
                     f"(there are {n} prompts: 0..{n - 1})"
                 )
         if follower == leader:
-            raise ValueError(f"follow={dict(follow)!r}: prompt {follower} cannot follow itself")
+            raise SettingError(f"follow={dict(follow)!r}: prompt {follower} cannot follow itself")
         if leader in follow:
-            raise ValueError(
+            raise SettingError(
                 f"follow={dict(follow)!r}: prompt {follower} follows {leader}, which itself follows {follow[leader]}; "
                 f"point it at the leader ({follow[leader]}) directly"
             )
