@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(COMMANDS).parse_args(argv)  # read at call time: tests and plug-ins add commands
         return args.func(args)
     except (UsageError, CircuitsError) as error:
         print(f"error: {_one_line(error)}", file=sys.stderr)
