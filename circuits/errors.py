@@ -64,5 +64,9 @@ class OutputError(CircuitsError, OSError):
     """An output folder or file that cannot be written (checked before the work that fills it)."""
 
 
+class OutputExistsError(OutputError, FileExistsError):
+    """An output folder that exists and holds something other than what would replace it."""
+
+
 class UnmatchedInterventionWarning(UserWarning):
     """An intervention whose site never ran or whose scope matched nothing."""

@@ -10,7 +10,7 @@ import pytest
 
 import circuits
 from circuits.cli import COMMANDS, Command, main
-from circuits.errors import ConfigError, ModelLoadError, OutputError, PromptError, SettingError
+from circuits.errors import ConfigError, ModelLoadError, OutputError, OutputExistsError, PromptError, SettingError
 from circuits.experiments import resolve_config, run_experiment
 from circuits.methods import acterase
 from circuits.methods.common import resolve_config as resolve_method_config
@@ -69,6 +69,13 @@ def test_run_experiment_checks_out_before_any_work(tmp_path: Path) -> None:
             run_experiment("eot_similarity", "no/such-model-anywhere", out=out)
         assert f"out={str(out)!r} cannot be written" in str(info.value)
         assert "give a folder you can write to" in str(info.value)
+
+
+def test_run_experiment_refuses_a_foreign_out_folder_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=rf"out={str(tmp_path)!r} exists and is not an experiment output"):
+        run_experiment("eot_similarity", "no/such-model-anywhere", out=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_cli_run_with_an_out_that_cannot_be_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -40,8 +40,7 @@ from typing import Any
 
 from circuits.errors import ConfigError, NameNotFoundError, did_you_mean
 from circuits.experiments.overrides import apply_overrides
-from circuits.experiments.result import ExperimentResult
-from circuits.io import check_writable
+from circuits.experiments.result import ExperimentResult, check_destination
 from circuits.version import __version__
 
 
@@ -240,7 +239,7 @@ def run_experiment(
         base = apply_overrides(entry.config, base or entry.config(), dict(entry.fast), owner=f"experiment {name!r}")
     resolved = resolve_config(name, base, **overrides)
     if out is not None:
-        check_writable(out)  # before the minutes of work, not after
+        check_destination(out)  # before the minutes of work, not after
     loaded = resolve_model(model)
     if "oracle" in entry.needs and loaded.source != "pocket":
         raise ExperimentError(

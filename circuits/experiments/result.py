@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from circuits.errors import OutputExistsError
 from circuits.experiments.display import result_html
 from circuits.experiments.overrides import config_from_json, config_to_json
-from circuits.io import atomic_write, save_image, write_json
+from circuits.io import atomic_write, check_writable, save_image, write_json
 
 
 class Drawn(Protocol):
@@ -123,7 +124,6 @@ class ExperimentResult:
         self.out = folder
         return folder
 
-
     # -- reading a folder back -------------------------------------------------------------
     @classmethod
     def read(cls, folder: str | os.PathLike[str], experiment: Callable[[str], Drawn]) -> "ExperimentResult":
@@ -165,14 +165,28 @@ def save_figure(figure: Any, folder: str | os.PathLike[str], name: str) -> list[
     return paths
 
 
+def check_destination(folder: str | os.PathLike[str]) -> Path:
+    """Raise before any work when ``folder`` cannot take a result: it cannot be written
+    (:class:`~circuits.errors.OutputError`), or it exists and holds something other than an experiment
+    output, which :meth:`ExperimentResult.save` refuses to replace (:class:`~circuits.errors.OutputExistsError`)."""
+    folder = Path(folder)
+    _refuse_foreign(folder)
+    return check_writable(folder)
+
+
+def _refuse_foreign(folder: Path) -> None:
+    if folder.is_dir() and not (folder / "config.json").is_file() and any(folder.iterdir()):
+        raise OutputExistsError(
+            f"out={str(folder)!r} exists and is not an experiment output folder; choose another out= "
+            "(nothing was written)"
+        )
+
+
 def _swap_into_place(staging: Path, folder: Path) -> None:
     """Rename ``staging`` to ``folder``; a previous ``folder`` is moved aside first and removed after."""
     old = None
     if folder.exists():
-        if not (folder / "config.json").is_file() and any(folder.iterdir()):
-            raise FileExistsError(
-                f"{folder} exists and is not an experiment output folder; choose another out= (nothing was written)"
-            )
+        _refuse_foreign(folder)
         old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
         os.replace(folder, old / "previous")
     os.replace(staging, folder)
