@@ -105,7 +105,7 @@ def test_sample_refuses_other_settings_that_are_not_numbers(model) -> None:
         circuits.sample(model, ["a red circle"], steps=1, guidance_scale="7.5", progress=False)
     with pytest.raises(SettingError, match=r"height=-8: give a positive int"):
         circuits.sample(model, ["a red circle"], steps=1, height=-8, progress=False)
-    with pytest.raises(SettingError, match=r"seed=1\.5: give an int"):
+    with pytest.raises(SettingError, match=r"seed=1\.5: give a 64-bit int"):
         circuits.sample(model, ["a red circle"], steps=1, seed=1.5, progress=False)
     with pytest.raises(SettingError, match=r"scheduler=3: use one of"):
         circuits.sample(model, ["a red circle"], steps=1, scheduler=3, progress=False)

@@ -244,9 +244,9 @@ def _check_seed(seed: Any, n: int) -> int | list[int]:
         if len(seeds) == n and all(fits(s) for s in seeds):
             return seeds
         raise SettingError(
-            f"seed={seed!r}: give one int (0 <= seed < 2**64) per prompt ({n} prompts), or a single int for the batch"
+            f"seed={seed!r}: give one 64-bit int per prompt ({n} prompts), or a single int for the batch"
         )
-    raise SettingError(f"seed={seed!r}: give an int (0 <= seed < 2**64), or a list of one int per prompt")
+    raise SettingError(f"seed={seed!r}: give a 64-bit int (-2**63 <= seed < 2**64), or a list of one int per prompt")
 
 
 def _check_follow(follow: Mapping[int, int] | None, n: int) -> tuple[list[int], list[int]] | None:
