@@ -40,7 +40,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("methods", ("circuits.methods",)),
     ("pocket reports", ("circuits.pocket.report",)),
     ("analysis", ("circuits.analysis",)),
-    ("experiments", ("circuits.experiments",)),
+    # evaluation (DESIGN.md: prompt sets, resumable generation, measures) sits beside experiments
+    ("experiments", ("circuits.experiments", "circuits.evaluation")),
     ("cli", ("circuits.cli", "circuits.__main__", "circuits")),
 )
 
@@ -234,7 +235,8 @@ def test_an_upward_import_is_found(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name, layer", [("circuits.pocket.world", "pocket world"), ("circuits.pocket", "pocket world"),
                                          ("circuits.pocket.report", "pocket reports"), ("circuits", "cli"),
-                                         ("circuits.experiments.recipes.eot_zeroing", "experiments")])
+                                         ("circuits.experiments.recipes.eot_zeroing", "experiments"),
+                                         ("circuits.evaluation.manifest", "experiments")])
 def test_layer_of_uses_the_longest_prefix(name: str, layer: str) -> None:
     assert LAYERS[layer_of(name)][0] == layer
 
