@@ -5,6 +5,8 @@
     circuits demo   [--model pocket] [--out outputs/demo]    sample; again with [EoT] attention zeroed; masked
     circuits sample "a red circle" [--seed 0] [--out outputs/sample.png]
     circuits sites  [PATTERN] [--model pocket]
+    circuits generate --model DIR --prompts FILE [--erasure DIR] --out DIR     (see circuits.evaluation.cli)
+    circuits report DIR [DIR ...] [--measure NAME ...] [--out DIR]
 """
 
 from __future__ import annotations
@@ -189,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     sites = sub.add_parser("sites", parents=[common], help="list site names")
     sites.add_argument("pattern", nargs="?", default=None)
     sites.set_defaults(func=cmd_sites)
+    from circuits.evaluation.cli import add_commands as add_evaluation_commands  # generate, report
+
+    add_evaluation_commands(sub)
 
     args = parser.parse_args(argv)
     import circuits.errors

@@ -170,7 +170,6 @@ def generate(
     ``generator_device``: where the seeded generators live (``"cpu"``, as the ESD/UCE/MACE scripts'
     ``torch.manual_seed``; ``"cuda"`` to match repos that seed a CUDA generator).
     """
-    import torch
 
     import circuits
     from circuits.experiments.registry import provenance as registry_provenance

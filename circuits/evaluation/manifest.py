@@ -71,7 +71,9 @@ def check_or_write_run(out: Path, identity: Mapping[str, Any], extra: Mapping[st
         try:
             previous = json.loads(path.read_text()).get("identity", {})
         except json.JSONDecodeError as error:
-            raise GenerationFolderError(f"{path} does not parse ({error}); remove the folder or pick another --out")
+            raise GenerationFolderError(
+                f"{path} does not parse ({error}); remove the folder or pick another --out"
+            ) from None
         now = json.loads(json.dumps(dict(identity), default=str))
         differ = sorted(k for k in set(previous) | set(now) if previous.get(k) != now.get(k))
         if differ:
