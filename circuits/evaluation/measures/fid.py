@@ -52,7 +52,9 @@ def frechet_distance(
         raise ValueError(f"frechet_distance: means {mu1.shape}/{mu2.shape} and covariances {sigma1.shape}/"
                          f"{sigma2.shape} must describe Gaussians of one dimension")  # fmt: skip
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1 @ sigma2, disp=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # a singular product is handled just below
+        covmean = linalg.sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
