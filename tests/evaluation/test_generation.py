@@ -16,7 +16,7 @@ import circuits
 from circuits.evaluation import generation
 from circuits.evaluation.generation import generate
 from circuits.evaluation.manifest import GenerationFolderError, erasure_fingerprint, read_records
-from circuits.evaluation.prompts import PromptRow, read_prompts
+from circuits.evaluation.prompts import PromptRow
 
 LONG = "a red circle on a white background with a blue square and a green triangle and a cat and a dog"
 ROWS = [PromptRow("3", "a red circle", seed=11), PromptRow("7", "a cat", seed=12, guidance=3.0),
