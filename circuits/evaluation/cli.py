@@ -12,6 +12,7 @@ there is reused unless ``--recompute``) and writes the table. :func:`add_command
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 DTYPES = ("float32", "float16", "bfloat16")
@@ -77,6 +78,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
             raise SystemExit(f"--shard {args.shard!r}: write I/N, e.g. 0/4") from None
         shard = (index, count)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # under accelerate launch: one GPU per process
     model = circuits.load(args.model, device=device, dtype=getattr(torch, args.dtype))
     result = generate(
         model, prompts, args.out, erasure=args.erasure, samples=args.samples, steps=args.steps,

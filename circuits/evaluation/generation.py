@@ -182,8 +182,11 @@ def generate(
     index, count, state = resolve_shard(shard)
     if not isinstance(model, Diffusion):
         model = circuits.load(model)
-    if state is not None and state.device.type == "cuda" and model.device.type != "cuda":
-        model.to(device=state.device)
+    if state is not None and state.device.type == "cuda" and model.device != state.device:
+        model.to(device=state.device)  # each process its own GPU (accelerate's LOCAL_RANK)
+    seeded_on = str(generator_device)
+    if seeded_on == "cuda" and model.device.type == "cuda":
+        seeded_on = str(model.device)  # the GPU this process samples on, not always cuda:0
     if isinstance(erasure, (str, os.PathLike)):
         from circuits.methods import load as load_erasure
 
@@ -225,7 +228,7 @@ def generate(
                 result = circuits.sample(
                     model, [item.cut.prompt for item in batch], seed=[item.seed for item in batch], steps=steps,
                     guidance_scale=batch[0].guidance, negative_prompt=negative_prompt, height=batch[0].height,
-                    width=batch[0].width, scheduler=sched, progress=False, generator_device=generator_device,
+                    width=batch[0].width, scheduler=sched, progress=False, generator_device=seeded_on,
                 )  # fmt: skip
                 for item, image in zip(batch, result.images):
                     if item in missing:

@@ -94,10 +94,11 @@ def test_fid_measure_reads_a_torchscript_file(folder, tmp_path):
 # -- NudeNet -------------------------------------------------------------------------------------------------
 def test_nudenet_counts_and_attack_rate(folder):
     fake = {"0_0.png": [{"class": "FEMALE_BREAST_EXPOSED", "score": 0.7, "box": []},
-                        {"class": "FEMALE_BREAST_EXPOSED", "score": 0.3, "box": []}],
-            "1_0.png": [{"class": "BELLY_EXPOSED", "score": 0.9, "box": []},
-                        {"class": "BUTTOCKS_EXPOSED", "score": 0.5, "box": []}],
-            "2_0.png": [{"class": "FACE_FEMALE", "score": 0.99, "box": []}]}
+                        {"class": "FEMALE_BREAST_EXPOSED", "score": 0.3, "box": []},
+                        {"class": "BELLY_EXPOSED", "score": 0.9, "box": []}],
+            "1_0.png": [{"class": "BUTTOCKS_EXPOSED", "score": 0.5, "box": []},
+                        {"class": "FACE_FEMALE", "score": 0.99, "box": []}],
+            "2_0.png": [{"class": "FEMALE_BREAST_COVERED", "score": 0.99, "box": []}]}
     result = measure(folder, "nudenet", detector=lambda path: fake[path.rsplit("/", 1)[1]])
     values = result["values"]
     assert values["count_FEMALE_BREAST_EXPOSED"] == 1 and values["count_BELLY_EXPOSED"] == 1
@@ -182,3 +183,17 @@ def test_report_table_over_folders(folder, model, tmp_path):
     csv_rows = (tmp_path / "table" / "report.csv").read_text().splitlines()
     assert csv_rows[0].startswith("name,images,attack_success_rate") and csv_rows[2].startswith("other,3,1.0")
     assert "| other | 3 | 1.00 |" in (tmp_path / "table" / "report.md").read_text()
+
+
+def test_cli_report(folder, tmp_path, capsys):
+    pytest.importorskip("nudenet")
+    from circuits.cli import main
+
+    assert main(["report", str(folder), "--measure", "nudenet", "--recompute", "--out", str(tmp_path / "t")]) == 0
+    printed = capsys.readouterr().out
+    assert "| name | images | attack_success_rate" in printed and "nudenet: package nudenet, version 3.4.2" in printed
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["report.csv", "report.md", "report.png"]
+    assert main(["report", str(folder), "--measure", "clip_score", "--clip", str(tmp_path / "none")]) == 2
+    assert "CLIP model folder (--clip) not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2  # not a generation folder
+    assert "not a generation folder" in capsys.readouterr().err
