@@ -36,6 +36,7 @@ the run's ``height``/``width`` over the row's (a size belongs to the model: I2P'
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -170,7 +171,6 @@ def generate(
     ``generator_device``: where the seeded generators live (``"cpu"``, as the ESD/UCE/MACE scripts'
     ``torch.manual_seed``; ``"cuda"`` to match repos that seed a CUDA generator).
     """
-
     import circuits
     from circuits.experiments.registry import provenance as registry_provenance
     from circuits.io import save_image
@@ -220,7 +220,8 @@ def generate(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=sum(len(b) for b in mine), disable=not progress, desc=f"generate {index + 1}/{count}")
-    context = circuits.intervene(model, erasure) if erasure is not None else _null()
+    # the erasure is applied once for the whole run (weight edits are made and undone once, not per batch)
+    context = circuits.intervene(model, erasure) if erasure is not None else contextlib.nullcontext()
     with context:
         for batch in mine:
             missing = [item for item in batch if not (out / item.file).is_file()]
@@ -264,11 +265,3 @@ def _prompts_identity(prompts: PromptSet) -> dict[str, Any]:
     rows = json.dumps([row.to_json() for row in prompts.rows], sort_keys=True).encode()
     return {"layout": prompts.layout, "rows": len(prompts.rows), "filters": list(prompts.filters),
             "sha256": hashlib.sha256(rows).hexdigest()}  # fmt: skip
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
