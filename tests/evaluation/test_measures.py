@@ -60,6 +60,16 @@ def test_kid_is_near_zero_for_one_distribution_and_positive_apart():
     assert abs(same) < 0.05 < apart
 
 
+def test_kid_same_numbers_with_and_without_the_precomputed_kernels(monkeypatch):
+    from circuits.evaluation.measures import fid
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(120, 6)), rng.normal(0.3, 1.0, size=(90, 6))
+    once = kid_from_features(a, b, subsets=7, subset_size=50)
+    monkeypatch.setattr(fid, "KID_FULL_KERNEL_MAX", 0)
+    assert kid_from_features(a, b, subsets=7, subset_size=50) == pytest.approx(once, rel=1e-12)
+
+
 class _Pool(torch.nn.Module):
     """A stand-in for the TorchScript Inception: same call, 6 features from pooled colour statistics."""
 
@@ -193,7 +203,7 @@ def test_cli_report(folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "| name | images | attack_success_rate" in printed and "nudenet: package nudenet, version 3.4.2" in printed
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["report.csv", "report.md", "report.png"]
-    assert main(["report", str(folder), "--measure", "clip_score", "--clip", str(tmp_path / "none")]) == 2
+    assert main(["report", str(folder), "--measure", "clip_score", "--recompute", "--clip", str(tmp_path / "none")]) == 2
     assert "CLIP model folder (--clip) not found" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2  # not a generation folder
     assert "not a generation folder" in capsys.readouterr().err
