@@ -258,16 +258,17 @@ def as_prompt_set(prompts: PromptSet | str | os.PathLike[str] | Sequence[str] | 
 
 def write_esd_csv(path: str | os.PathLike[str], rows: Sequence[PromptRow]) -> Path:
     """Write ``rows`` as an ESD-layout CSV (``case_number, prompt, evaluation_seed, evaluation_guidance,
-    class``), atomically; how the pocket experiment writes its prompt sets."""
+    class, categories``), atomically; how the pocket experiment writes its prompt sets."""
     import io
 
     from circuits.io import atomic_write
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["case_number", "prompt", "evaluation_seed", "evaluation_guidance", "class"])
+    writer.writerow(["case_number", "prompt", "evaluation_seed", "evaluation_guidance", "class", "categories"])
     for row in rows:
         writer.writerow([row.case, row.prompt, "" if row.seed is None else row.seed,
-                         "" if row.guidance is None else row.guidance, row.label or ""])  # fmt: skip
+                         "" if row.guidance is None else row.guidance, row.label or "",
+                         ",".join(row.categories)])  # fmt: skip
     data = buffer.getvalue().encode()
     return atomic_write(path, lambda f: f.write(data))

@@ -97,6 +97,7 @@ def test_bad_rows_are_named(tmp_path, text, match):
 
 
 def test_write_esd_round_trip(tmp_path):
-    rows = [PromptRow("0", "a red circle", seed=3, label="red"), PromptRow("1", "a, quoted \"one\"", label="blue")]
+    rows = [PromptRow("0", "a red circle", seed=3, label="red", categories=("explicit",)),
+            PromptRow("1", "a, quoted \"one\"", guidance=5.0, label="blue", categories=("a", "b"))]
     back = read_prompts(write_esd_csv(tmp_path / "set.csv", rows))
     assert back.layout == "esd" and list(back.rows) == rows

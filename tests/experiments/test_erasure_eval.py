@@ -12,9 +12,10 @@ def test_sets_rates_and_table(fast):
         assert set(pair) == {"before", "after"} and all(0 <= v <= 1 for v in pair.values())
     # the prompt file is in the ESD layout, one row per prompt of each set
     lines = metrics["prompts_csv"].splitlines()
-    assert lines[0] == "case_number,prompt,evaluation_seed,evaluation_guidance,class"
+    assert lines[0] == "case_number,prompt,evaluation_seed,evaluation_guidance,class,categories"
     assert len(lines) - 1 == metrics["images"] == 8
     assert "| pocket (no erasure) |" in metrics["table"] and "| uce (red) |" in metrics["table"]
+    assert "(esd, 8 rows)" in metrics["table"]  # generated from the CSV it wrote
     assert "rate_explicit" in metrics["table_csv"].splitlines()[0]
     assert set(metrics["clip_score"]) == {"before", "after"}
     assert metrics["report_png_bytes"] > 1000
