@@ -179,6 +179,8 @@ def generate(
     start = time.perf_counter()
     if samples < 1 or batch_size < 1 or steps < 1:
         raise ValueError(f"samples={samples}, batch_size={batch_size}, steps={steps}: each must be >= 1")
+    if str(generator_device).startswith("cuda") and not _cuda_available():
+        raise ValueError(f"generator_device={generator_device!r}, but this machine has no CUDA device; use 'cpu'")
     index, count, state = resolve_shard(shard)
     if not isinstance(model, Diffusion):
         model = circuits.load(model)
@@ -255,6 +257,12 @@ def _record(item: Item, out: Path, common: dict[str, Any]) -> dict[str, Any]:
         "guidance": item.guidance, "height": item.height, "width": item.width, "label": item.row.label,
         "categories": list(item.row.categories), "sha256": manifest.file_sha256(out / item.file),
     }  # fmt: skip
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _prompts_identity(prompts: PromptSet) -> dict[str, Any]:

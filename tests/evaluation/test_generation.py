@@ -113,6 +113,18 @@ def test_batch_size_does_not_change_the_files(model, reference, tmp_path):
     assert files(tmp_path) == files(out)
 
 
+def test_generator_device(model, tmp_path):
+    # seeding on the CPU explicitly is what the CPU model does anyway: same noise, same image
+    explicit = circuits.sample(model, "a cat", seed=5, steps=2, progress=False, generator_device="cpu")
+    default = circuits.sample(model, "a cat", seed=5, steps=2, progress=False)
+    assert explicit.images[0].tobytes() == default.images[0].tobytes()
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="generator_device='cuda'.*no CUDA device"):
+            generate(model, ["a cat"], tmp_path, generator_device="cuda", steps=2, progress=False)
+
+
 def test_other_settings_refuse_the_folder(model, reference):
     out, _ = reference
     with pytest.raises(GenerationFolderError, match="steps: folder 2, now 3"):
