@@ -192,3 +192,30 @@ def test_accelerate_two_processes_equal_one(tiny_dir, tmp_path):
     assert files(two) == files(one) and len(files(one)) == 5
     assert read_records(two).keys() == read_records(one).keys()
     assert not (two / "manifest.parts").exists()
+
+
+@pytest.mark.slow
+def test_sigkilled_process_resumes_to_the_same_files(model, tiny_dir, tmp_path):
+    import signal
+    import time
+
+    rows = [PromptRow(str(i), p, seed=i) for i, p in enumerate(["a red circle", "a cat", "a dog", "a blue square"] * 2)]
+    prompts = tmp_path / "p.csv"
+    from circuits.evaluation.prompts import read_prompts, write_esd_csv
+
+    write_esd_csv(prompts, rows)
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "circuits", "generate", "--model", str(tiny_dir), "--prompts", str(prompts),
+            "--out", str(out), "--steps", "12", "--batch-size", "2", "--quiet"]
+    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*.png")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < len(files(out)) < len(rows), "the kill should land mid-run"
+    resumed = generate(model, read_prompts(prompts), out, steps=12, batch_size=2, progress=False)
+    assert resumed.skipped >= 1
+    fresh = generate(model, read_prompts(prompts), tmp_path / "fresh", steps=12, batch_size=2, progress=False).out
+    assert files(out) == files(fresh) and len(files(out)) == len(rows)
+    assert sorted(read_records(out)) == sorted(files(fresh))
