@@ -53,6 +53,7 @@ def add_commands(sub: Any) -> None:
     rep.add_argument("--reference", default=None, help="reference image folder (fid)")
     rep.add_argument("--inception", default=None, help="inception-2015-12-05.pt (fid)")
     rep.add_argument("--classifier", default=None, help="image-classification model folder (classifier)")
+    rep.add_argument("--device", default="cpu", help="where CLIP, Inception and the classifier run (cpu, cuda)")
     rep.add_argument("--names", default=None, help="comma-separated row names (default: from each folder)")
     rep.add_argument("--recompute", action="store_true", help="recompute measures already in a folder")
     rep.add_argument("--out", default=None, help="where report.md/.csv/.png go (default: print only)")
@@ -96,8 +97,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     from circuits.evaluation.measures.common import read_results
     from circuits.evaluation.reporting import report
 
-    options = {"clip_score": {"clip": args.clip}, "fid": {"reference": args.reference, "inception": args.inception},
-               "classifier": {"model": args.classifier}}  # fmt: skip
+    options = {"clip_score": {"clip": args.clip, "device": args.device},
+               "fid": {"reference": args.reference, "inception": args.inception, "device": args.device},
+               "classifier": {"model": args.classifier, "device": args.device}}  # fmt: skip
     for folder in args.folders:
         done = read_results(folder)
         for name in args.measure:

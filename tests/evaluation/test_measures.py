@@ -97,6 +97,11 @@ def test_fid_measure_reads_a_torchscript_file(folder, tmp_path):
     assert result["values"]["fid"] == pytest.approx(fid_from_features(feats(images), feats(real)), rel=1e-4)
     assert result["provenance"]["weights"] == "inception.pt" and len(result["provenance"]["weights_sha256"]) == 64
     assert result["provenance"]["reference_images"] == 4
+    from circuits.evaluation.measures.fid import extract, inception_features
+
+    network = inception_features(tmp_path / "inception.pt")
+    paths = sorted(reference.glob("*.png"))
+    np.testing.assert_array_equal(extract(network, paths, chunk=3), extract(network, paths))  # read in chunks
     with pytest.raises(MissingWeightsError, match="inception-2015-12-05.pt"):
         measure(folder, "fid", reference=reference, inception=tmp_path / "missing.pt")
 

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from jaxtyping import Float
 
-from circuits.evaluation.measures.common import load_images, package_version, records, require, weights_sha256
+from circuits.evaluation.measures.common import package_version, records, require, weights_sha256
 
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 _HOW = f"download {INCEPTION_URL} (the Inception clean-fid and StyleGAN use) and pass its path (--inception)"
@@ -132,36 +132,44 @@ def inception_features(path: str | os.PathLike[str] | None, *, batch_size: int =
     return features
 
 
-def reference_images(folder: str | os.PathLike[str]) -> list[Any]:
-    from PIL import Image
-
+def reference_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """The image files under a reference folder (sorted), at least two."""
     folder = require(folder, "reference image folder (--reference)", "give a folder of real images (e.g. COCO-30k)")
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES)
     if len(files) < 2:
         raise ValueError(f"reference folder {folder} holds {len(files)} images; FID needs at least 2")
-    images = []
-    for file in files:
-        with Image.open(file) as image:
-            images.append(image.convert("RGB"))
-    return images
+    return files
+
+
+def extract(features: Features, files: Sequence[str | os.PathLike[str]], *, size: int | None = None,
+            chunk: int = 256) -> np.ndarray:  # fmt: skip
+    """``features`` of the images in ``files``, read ``chunk`` at a time (COCO-30k never sits in memory whole);
+    ``size`` resizes each (bicubic) first."""
+    from PIL import Image
+
+    out = []
+    for start in range(0, len(files), chunk):
+        images = []
+        for file in files[start : start + chunk]:
+            with Image.open(file) as image:
+                image = image.convert("RGB")
+                images.append(image.resize((size, size), Image.BICUBIC) if size is not None else image)
+        out.append(np.asarray(features(images)))
+    return np.concatenate(out)
 
 
 def fid(
     folder: str | os.PathLike[str], *, reference: str | os.PathLike[str],
     inception: str | os.PathLike[str] | None = None, features: Features | None = None, kid_subsets: int = 100,
-    kid_subset_size: int = 1000, size: int | None = None,
+    kid_subset_size: int = 1000, size: int | None = None, device: str = "cpu",
 ) -> dict[str, Any]:  # fmt: skip
     """FID and KID of the folder's images against ``reference``'s. ``size`` resizes both sides first
-    (bicubic), as papers do when their generations and references differ in size."""
-    features = features or inception_features(inception)
-    generated = load_images(records(folder))
-    real = reference_images(reference)
-    if size is not None:
-        from PIL import Image
-
-        generated = [image.resize((size, size), Image.BICUBIC) for image in generated]
-        real = [image.resize((size, size), Image.BICUBIC) for image in real]
-    a, b = features(generated), features(real)
+    (bicubic), as papers do when their generations and references differ in size. ``features`` (a
+    function of a list of PIL images) replaces the Inception file."""
+    features = features or inception_features(inception, device=device)
+    generated = [row["path"] for row in records(folder)]
+    real = reference_files(reference)
+    a, b = extract(features, generated, size=size), extract(features, real, size=size)
     kid_mean, kid_std = kid_from_features(a, b, subsets=kid_subsets, subset_size=kid_subset_size)
     return {
         "values": {"fid": fid_from_features(a, b), "kid": kid_mean, "kid_std": kid_std},
