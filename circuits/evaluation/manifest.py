@@ -131,7 +131,7 @@ def merge(out: str | os.PathLike[str]) -> Path:
     """Fold the per-process parts into ``manifest.jsonl`` (sorted by file name, atomically) and remove them."""
     out = Path(out)
     records = read_records(out)
-    text = "".join(json.dumps(records[name], sort_keys=True) + "\n" for name in sorted(records, key=_file_order))
+    text = "".join(json.dumps(records[name], sort_keys=True) + "\n" for name in sorted(records, key=file_order))
     path = atomic_write(out / MANIFEST, lambda f: f.write(text.encode()))
     parts = out / PARTS
     if parts.is_dir():
@@ -144,7 +144,8 @@ def merge(out: str | os.PathLike[str]) -> Path:
     return path
 
 
-def _file_order(name: str) -> tuple:
+def file_order(name: str) -> tuple:
+    """Sort key of image file names: numeric cases and samples in number order, then any other names."""
     stem = name.rsplit(".", 1)[0]
     case, _, sample = stem.rpartition("_")
     return (0, int(case), int(sample)) if case.isdigit() and sample.isdigit() else (1, case, sample)

@@ -22,6 +22,8 @@ def test_esd_layout_reads_seed_guidance_and_class(tmp_path):
     assert rows.rows[0] == PromptRow(case="0", prompt="Image of cassette player", seed=4068, guidance=7.5,
                                      label="cassette player")
     assert rows.rows[1].guidance is None and rows.rows[1].seed == 2312
+    church = filter_rows(rows, label="Church")
+    assert [r.case for r in church] == ["1"] and church.filters == ("label=Church",)
 
 
 def test_esd_artist_column_and_pandas_index(tmp_path):

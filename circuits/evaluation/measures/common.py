@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from circuits.errors import CircuitsError
-from circuits.evaluation.manifest import read_records, read_run
+from circuits.evaluation.manifest import file_order, read_records, read_run
 from circuits.io import write_json
 
 MEASURES_DIR = "measures"
@@ -66,18 +66,12 @@ def records(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     folder = Path(folder)
     read_run(folder)  # a clear error for a folder that is no generation folder
     out = []
-    for name, record in sorted(read_records(folder).items(), key=lambda kv: _order(kv[0])):
+    for name, record in sorted(read_records(folder).items(), key=lambda kv: file_order(kv[0])):
         if (folder / name).is_file():
             out.append({**record, "path": str(folder / name)})
     if not out:
         raise CircuitsError(f"{folder} holds no generated images yet; run `circuits generate` first")
     return out
-
-
-def _order(name: str) -> tuple:
-    from circuits.evaluation.manifest import _file_order
-
-    return _file_order(name)
 
 
 def load_images(rows: list[dict[str, Any]]) -> list[Any]:
