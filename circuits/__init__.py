@@ -40,7 +40,7 @@ __all__ = sorted(_EXPORTS)
 
 
 #: subpackages reachable as attributes without an explicit import (``circuits.pocket.concept("red")``)
-_SUBPACKAGES = ("methods", "pocket", "sampling", "interventions", "sites", "experiments", "analysis")
+_SUBPACKAGES = ("methods", "pocket", "sampling", "interventions", "sites", "experiments", "analysis", "evaluation")
 
 
 def __getattr__(name: str) -> Any:

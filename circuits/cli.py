@@ -5,6 +5,8 @@
     circuits demo   [--model pocket] [--out outputs/demo]    sample; again with [EoT] attention zeroed; masked
     circuits sample "a red circle" [--seed 0] [--out outputs/sample.png]
     circuits sites  [PATTERN] [--model pocket]
+    circuits generate --model DIR --prompts FILE [--erasure DIR] --out DIR     (see circuits.evaluation.cli)
+    circuits report DIR [DIR ...] [--measure NAME ...] [--out DIR]
 
 Every error is one line on stderr naming the input and what to do, with exit status 2 (bad input)
 or 1 (a bug: ``circuits --debug ...`` shows its traceback). A subcommand is one entry of
@@ -19,6 +21,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from circuits.evaluation.cli import cmd_generate, cmd_report, generate_arguments, report_arguments
 
 DEMO_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow cross",
                 "an orange circle", "a purple square", "a red triangle", "a blue cross"]
@@ -229,6 +233,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("list", cmd_list, _list_arguments, "list the experiments"),
     Command("run", cmd_run, _run_arguments, cmd_run.__doc__ or ""),
     Command("sites", cmd_sites, _sites_arguments, "list site names"),
+    Command("generate", cmd_generate, generate_arguments, "generate a prompt file's images (resumable, sharded)"),
+    Command("report", cmd_report, report_arguments, "measure generation folders and write the literature's table"),
 )
 
 

@@ -94,6 +94,7 @@ def sample(
     grad: bool = False,
     follow: Mapping[int, int] | None = None,
     on_step: Callable[[int], None] | None = None,
+    generator_device: str | torch.device | None = None,
 ) -> SampleResult:
     """Generate images for ``prompts``, optionally under an intervention ``graph``.
 
@@ -111,6 +112,8 @@ def sample(
     is sampled exactly as without followers; a leader cannot itself follow.
 
     ``on_step(i)`` is called after each denoising step (progress bars spanning several calls).
+    ``generator_device`` is where the seeded generators live (default: the model's device); ``"cpu"``
+    on a GPU model draws the noise the pipeline draws with ``generator=torch.Generator("cpu")``.
     """
     prompts = check_prompts(prompts)
     seed = _check_seed(seed, len(prompts))
@@ -148,7 +151,7 @@ def sample(
         with torch.set_grad_enabled(grad):
             result = _sample(
                 model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie,
-                on_step,
+                on_step, generator_device,
             )
         if isinstance(run, Run):
             result.captures = run.captures
@@ -156,7 +159,8 @@ def sample(
 
 
 def _sample(
-    model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie, on_step
+    model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie, on_step,
+    generator_device=None,
 ):
     device, n = model.device, len(prompts)
     cfg = guidance.uses_uncond
@@ -177,10 +181,11 @@ def _sample(
 
     from diffusers.utils.torch_utils import randn_tensor
 
+    seeded_on = torch.device(generator_device) if generator_device is not None else device
     generator: torch.Generator | list[torch.Generator] = (
-        torch.Generator(device).manual_seed(seed)
+        torch.Generator(seeded_on).manual_seed(seed)
         if isinstance(seed, int)
-        else [torch.Generator(device).manual_seed(s) for s in seed]
+        else [torch.Generator(seeded_on).manual_seed(s) for s in seed]
     )
     shape = (n, model.unet.config.in_channels, height // model.vae_scale_factor, width // model.vae_scale_factor)
     latents = randn_tensor(shape, generator=generator, device=device, dtype=embeds.dtype) * sched.init_noise_sigma

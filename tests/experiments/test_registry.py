@@ -30,7 +30,7 @@ from circuits.experiments.overrides import parse_assignments
 
 ISSUE_EXPERIMENTS = {
     "eot_zeroing", "eot_similarity", "attention_maps", "erasepro_alignment", "depth_sensitivity", "cfg_reversal",
-    "saliency_intersection", "acterase_masks", "patch_modules", "multi_concept", "erasure_benchmark",
+    "saliency_intersection", "acterase_masks", "patch_modules", "multi_concept", "erasure_benchmark", "erasure_eval",
 }  # fmt: skip
 
 
