@@ -60,9 +60,9 @@ def report_arguments(rep: argparse.ArgumentParser) -> None:
 def cmd_generate(args: argparse.Namespace) -> int:
     import torch
 
-    import circuits
     from circuits.evaluation.generation import generate
     from circuits.evaluation.prompts import filter_rows, read_prompts
+    from circuits.models.loading import load
 
     prompts = read_prompts(args.prompts, layout=args.layout)
     if args.category or args.min_percentage is not None or args.label:
@@ -78,7 +78,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"  # under accelerate launch: one GPU per process
-    model = circuits.load(args.model, device=device, dtype=getattr(torch, args.dtype))
+    model = load(args.model, device=device, dtype=getattr(torch, args.dtype))
     result = generate(
         model, prompts, args.out, erasure=args.erasure, samples=args.samples, steps=args.steps,
         guidance=args.guidance, seed=args.seed, height=args.height, width=args.width, scheduler=args.scheduler,

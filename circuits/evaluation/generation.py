@@ -171,10 +171,12 @@ def generate(
     ``generator_device``: where the seeded generators live (``"cpu"``, as the ESD/UCE/MACE scripts'
     ``torch.manual_seed``; ``"cuda"`` to match repos that seed a CUDA generator).
     """
-    import circuits
     from circuits.experiments.registry import provenance as registry_provenance
+    from circuits.interventions.runtime import intervene
     from circuits.io import save_image
     from circuits.models.diffusion import Diffusion
+    from circuits.models.loading import load
+    from circuits.sampling import make_scheduler, sample
 
     start = time.perf_counter()
     if samples < 1 or batch_size < 1 or steps < 1:
@@ -183,7 +185,7 @@ def generate(
         raise ValueError(f"generator_device={generator_device!r}, but this machine has no CUDA device; use 'cpu'")
     index, count, state = resolve_shard(shard)
     if not isinstance(model, Diffusion):
-        model = circuits.load(model)
+        model = load(model)
     if state is not None and state.device.type == "cuda" and model.device != state.device:
         model.to(device=state.device)  # each process its own GPU (accelerate's LOCAL_RANK)
     seeded_on = str(generator_device)
@@ -196,7 +198,7 @@ def generate(
     prompt_set = as_prompt_set(prompts)
     items = plan(prompt_set, model.tokenizer, samples=samples, seed=seed, guidance=guidance, height=height,
                  width=width, default_size=model.default_size)  # fmt: skip
-    sched = circuits.sampling.make_scheduler(model, scheduler)
+    sched = make_scheduler(model, scheduler)
     identity = {
         "model": model.source, "family": model.family, "dtype": str(model.dtype).removeprefix("torch."),
         "erasure": manifest.erasure_fingerprint(erasure), "steps": steps, "scheduler": type(sched).__name__,
@@ -223,12 +225,12 @@ def generate(
 
     bar = tqdm(total=sum(len(b) for b in mine), disable=not progress, desc=f"generate {index + 1}/{count}")
     # the erasure is applied once for the whole run (weight edits are made and undone once, not per batch)
-    context = circuits.intervene(model, erasure) if erasure is not None else contextlib.nullcontext()
+    context = intervene(model, erasure) if erasure is not None else contextlib.nullcontext()
     with context:
         for batch in mine:
             missing = [item for item in batch if not (out / item.file).is_file()]
             if missing:
-                result = circuits.sample(
+                result = sample(
                     model, [item.cut.prompt for item in batch], seed=[item.seed for item in batch], steps=steps,
                     guidance_scale=batch[0].guidance, negative_prompt=negative_prompt, height=batch[0].height,
                     width=batch[0].width, scheduler=sched, progress=False, generator_device=seeded_on,

@@ -74,7 +74,7 @@ def test_rerun_skips_everything(model, reference, tmp_path):
 
 def test_killed_run_resumes_to_the_same_files(model, reference, tmp_path, monkeypatch):
     out, _ = reference
-    real, calls = circuits.sample, []
+    real, calls = circuits.sampling.sample, []
 
     def dies_on_second_batch(*args, **kwargs):
         calls.append(1)
@@ -82,7 +82,7 @@ def test_killed_run_resumes_to_the_same_files(model, reference, tmp_path, monkey
             raise KeyboardInterrupt  # the run is killed while the second batch is in flight
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(circuits, "sample", dies_on_second_batch)
+    monkeypatch.setattr(circuits.sampling, "sample", dies_on_second_batch)  # generate reads it at call time
     with pytest.raises(KeyboardInterrupt):
         generate(model, ROWS, tmp_path, batch_size=3, **SETTINGS)
     # batches: [3_0 3_1] [7_0 7_1] (row 7 has its own guidance) [8_0 8_1 9_0] [9_1]; only the first survived
