@@ -89,7 +89,7 @@ def test_killed_run_resumes_to_the_same_files(model, reference, tmp_path, monkey
     assert sorted(files(tmp_path)) == ["3_0.png", "3_1.png"]
     assert not list(tmp_path.glob(".*.tmp"))
     (tmp_path / "3_1.png").unlink()  # and one image of a finished batch lost too
-    monkeypatch.setattr(circuits, "sample", real)
+    monkeypatch.setattr(circuits.sampling, "sample", real)
     resumed = generate(model, ROWS, tmp_path, batch_size=3, **SETTINGS)
     assert (resumed.written, resumed.skipped) == (7, 1)
     assert files(tmp_path) == files(out)
