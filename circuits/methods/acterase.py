@@ -82,6 +82,8 @@ class Config:
     tau: float = 0.01
     #: masks over steps: "step" (Alg. 1 l.10: M_t applied at step t), "last" (the overwrite's survivor), "vote"
     masks: Literal["step", "last", "vote"] = "step"
+    #: patch value: "mean" (Alg. 1 l.7: x_avg, the source's mean over steps) or "step" (its mean at each step)
+    sources: Literal["mean", "step"] = "mean"
     #: the fraction of prompt pairs (of (step, pair) votes with masks="vote") for which Eq. 5 must hold
     agreement: float = 0.5
     #: CFG branch the patch acts on: "cond" (Alg. 1 l.23, G(z_t, t, c_t)) or "both" (the control)
@@ -122,6 +124,8 @@ class Collected:
     masks: str = "step"
     #: the collection run's timesteps, one per step (the schedule of a per-step patch)
     timesteps: Tensor | None = None
+    #: with sources="step": the source's mean over pairs at each step, [steps, *shape]
+    step_source: dict[str, Tensor] | None = None
 
 
 def importance(x: Tensor, weight_norm: Tensor | None) -> Tensor:
@@ -188,8 +192,8 @@ def collect(model: Diffusion, concept: Concept, config: Config, *, progress: boo
     graph = Graph()
     for site in sites:
         w = _weight_norm(model, site, config.score)
-        graph.append(Capture(site, branch="cond", rows=range(n), mean_over="batch", over_steps="mean",
-                             name=f"x/{site}"))
+        graph.append(Capture(site, branch="cond", rows=range(n), mean_over="batch", name=f"x/{site}",
+                             over_steps="stack" if config.sources == "step" else "mean"))
         graph.append(Capture(site, branch="cond", transform=_votes(w, config.tau, n), mean_over="batch",
                              over_steps="mean", name=f"votes/{site}"))
         graph.append(Capture(site, branch="cond", transform=_stats(w, config.tau, n), mean_over="batch",
@@ -206,30 +210,35 @@ def collect(model: Diffusion, concept: Concept, config: Config, *, progress: boo
     )
     caps = result.captures
     votes = {s: caps[f"votes/{s}"] for s in sites}
-    timesteps = None
+    timesteps = torch.tensor([float(c.timestep) for c in caps.calls(f"stats/{sites[0]}")])
     if config.masks == "vote":
         mask = {s: v >= config.agreement for s, v in votes.items()}
     else:
         steps = {s: caps[f"step/{s}"][:, 0] for s in sites}  # [steps, *shape]
-        timesteps = torch.tensor([float(c.timestep) for c in caps.calls(f"step/{sites[0]}")])
         mask = steps if config.masks == "step" else {s: m[-1] for s, m in steps.items()}
+    step_source = {s: caps[f"x/{s}"] for s in sites} if config.sources == "step" else None  # [steps, *shape]
     return Collected(
-        source={s: caps[f"x/{s}"] for s in sites}, mask=mask, votes=votes,
-        stats={s: caps[f"stats/{s}"].reshape(-1, len(STATS)) for s in sites},
-        score=config.score, masks=config.masks, timesteps=timesteps,
+        source={s: v.mean(0) for s, v in step_source.items()} if step_source else {s: caps[f"x/{s}"] for s in sites},
+        mask=mask, votes=votes, stats={s: caps[f"stats/{s}"].reshape(-1, len(STATS)) for s in sites},
+        score=config.score, masks=config.masks, timesteps=timesteps, step_source=step_source,
     )
 
 
 def patch(collected: Collected, branch: str = "cond") -> Graph:
     """Eq. 6 on every layer: ``x_p = M * x_avg + (1 - M) * x_t`` at every step (``M_t`` with per-step masks)."""
-    if collected.masks != "step":
+    per_step_mask, per_step_source = collected.masks == "step", collected.step_source is not None
+    if not (per_step_mask or per_step_source):
         return Graph(MaskedPatch(s, mask=m, source=collected.source[s], branch=branch)
                      for s, m in collected.mask.items())
     if collected.timesteps is None:
-        raise ConfigError("patch(): per-step masks need the collection's timesteps (Collected.timesteps is None)")
-    # each patch owns its schedule tensor: erasures are saved with safetensors, which refuses shared storage
-    return Graph(MaskedPatch(s, mask=m, source=collected.source[s].unsqueeze(0), branch=branch,
-                             schedule=collected.timesteps.clone()) for s, m in collected.mask.items())
+        raise ConfigError("patch(): a per-step patch needs the collection's timesteps (Collected.timesteps is None)")
+    graph = Graph()
+    for s, m in collected.mask.items():
+        source = collected.step_source[s] if collected.step_source else collected.source[s].unsqueeze(0)
+        # each patch owns its schedule tensor: erasures are saved with safetensors, which refuses shared storage
+        graph.append(MaskedPatch(s, mask=m if per_step_mask else m.unsqueeze(0), source=source, branch=branch,
+                                 schedule=collected.timesteps.clone()))
+    return graph
 
 
 def trace(collected: Collected) -> list[dict]:
@@ -254,6 +263,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"acterase.Config: score={config.score!r}; use 'wanda' or 'magnitude'")
     if config.branch not in ("cond", "both"):
         raise ConfigError(f"acterase.Config: branch={config.branch!r}; use 'cond' or 'both'")
+    if config.sources not in ("mean", "step"):
+        raise ConfigError(f"acterase.Config: sources={config.sources!r}; use 'mean' or 'step'")
     if config.masks not in MASKS:
         raise ConfigError(f"acterase.Config: masks={config.masks!r}; use one of {MASKS}")
     if not config.tau >= 0:

@@ -147,6 +147,22 @@ def test_the_vote_and_last_step_options(model, masks) -> None:
     assert all(item.schedule is None and item.mask.shape == item.source.shape for item in graph)
 
 
+def test_per_step_sources_patch_each_step_with_that_steps_source_mean(model) -> None:
+    config = acterase.Config(steps=STEPS, sources="step")
+    collected = acterase.collect(model, CONCEPT, config)
+    pairs = CONCEPT.pairs()
+    n = len(pairs)
+    sites = model.sites.ffn_hidden()
+    x = circuits.sample(model, [p.anchor for p in pairs] + [p.target for p in pairs], steps=STEPS,
+                        scheduler=config.scheduler, follow={n + i: i for i in range(n)}, progress=False,
+                        graph=[circuits.Capture(s, branch="cond", rows=range(n)) for s in sites]).captures
+    for item in acterase.patch(collected):
+        per_step = x[item.site].mean(1)  # [steps, positions, channels]: the sources' mean at each step
+        torch.testing.assert_close(item.source, per_step)
+        torch.testing.assert_close(collected.source[item.site], per_step.mean(0))  # x_avg stays line 7's
+        assert item.mask.shape[0] == STEPS and len(item.schedule) == STEPS
+
+
 def test_the_trace_has_mask_density_per_layer_and_per_step(erasure, model) -> None:
     assert [row["site"] for row in erasure.trace] == model.sites.ffn_hidden()
     for row, item in zip(erasure.trace, erasure.graph):
@@ -216,6 +232,8 @@ def test_bad_layer_sets_and_configs_are_clear_errors(model) -> None:
         acterase.fit(model, CONCEPT, layers="text_encoder.*.mlp", score="magnitude", steps=1)
     with pytest.raises(ConfigError, match="masks='majority'; use one of"):
         acterase.fit(model, CONCEPT, masks="majority")
+    with pytest.raises(ConfigError, match="sources='avg'; use 'mean' or 'step'"):
+        acterase.fit(model, CONCEPT, sources="avg")
     with pytest.raises(ConfigError, match="agreement=0"):
         acterase.fit(model, CONCEPT, agreement=0)
     with pytest.raises(ConfigError, match="did you mean 'score'"):
