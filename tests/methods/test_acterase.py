@@ -205,6 +205,18 @@ def test_fit_without_config_uses_the_papers_sampler_and_says_so(model) -> None:
     assert "given explicitly" in explicit.notes[0] and len(explicit.graph[0].schedule) == 2
 
 
+def test_the_catalog_entries_call_fit_with_its_model_aware_defaults(monkeypatch, model) -> None:
+    """The catalog's pocket rows and ``fit(model, concept)`` are one entry point (Table 7: the same
+    settings on FFN and cross-attention, only the score differs, since WANDA needs a following weight)."""
+    from circuits.methods import catalog
+
+    calls = []
+    monkeypatch.setattr(acterase, "fit", lambda m, c, config=None, **kw: calls.append((config, kw)))
+    catalog.fit("acterase", model, CONCEPT)
+    catalog.fit("acterase-xattn", model, CONCEPT)
+    assert calls == [(None, {}), (None, {"layers": "cross_attention", "score": "magnitude"})]
+
+
 def test_merge_of_per_step_erasures_is_eq_8_at_every_step_and_needs_one_schedule() -> None:
     schedule = torch.tensor([900.0, 100.0])
     a = _patch_erasure("red", torch.tensor([[[True, False]], [[False, False]]]), torch.tensor([[[2.0, 2.0]]]))
