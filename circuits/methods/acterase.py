@@ -104,9 +104,10 @@ class Config:
     @classmethod
     def pocket(cls) -> "Config":
         """Settings for the pocket model: the paper's, except one static mask voted over (step, pair)
-        (``masks="vote"``). Measured on pocket (``benchmarks/acterase_pocket.py --fast``, red and circle):
+        (``masks="vote"``). Measured on pocket (``benchmarks/acterase_pocket.py --fast``): on red and circle
         the per-step masks erase less and keep less than the vote (target rate 0.17 / 0.50 against
-        0.00 / 0.25, preservation 0.33 / 0.44 against 0.50 / 0.50); docs/recipes/acterase.md has the table."""
+        0.00 / 0.25, preservation ratio 0.33 / 0.50 against 0.50 / 0.56); on striped and dotted they erase
+        a little more at a larger cost. docs/recipes/acterase.md has the table."""
         return cls(masks="vote")
 
 
