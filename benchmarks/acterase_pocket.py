@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/acterase_pocket.py \
         --json benchmarks/results_acterase_pocket.jsonl
-    python benchmarks/acterase_pocket.py --render benchmarks/results_acterase_pocket.jsonl
+    python benchmarks/acterase_pocket.py --render benchmarks/results_acterase_pocket*.jsonl
 
 Each row: one concept, one variant (``default`` is ``acterase.fit(model, concept)`` with no config;
 the others override one setting), scored by ``circuits.pocket.report.erasure_report`` (4 samples per
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast", action="store_true", help="short collection and evaluation (the controls)")
     parser.add_argument("--json", default=None, help="append one JSON row per (concept, variant) here")
     parser.add_argument("--skip-done", action="store_true", help="skip (concept, variant) rows already in --json")
-    parser.add_argument("--render", default=None, help="print the table of a --json file and exit")
+    parser.add_argument("--render", nargs="+", default=None, help="print the table of --json files and exit")
     args = parser.parse_args(argv)
     if args.render:
         return render(args.render)
@@ -97,15 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render(path: str) -> int:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    print("| concept | variant | target before → after | synonyms after | kept after | preservation ratio | "
-          "mean mask density | fit s |")
-    print("|---|---|---|---|---|---|---|---|")
+def render(paths: list[str]) -> int:
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
+    print("| concept | variant | target before → after | synonyms after | rate unnamed | kept after | "
+          "preservation ratio | mean mask density | fit s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         syn = "–" if r.get("synonyms_after") is None else f"{r['synonyms_after']:.2f}"
-        print(f"| {r['concept']} | {r['variant']} | {r['target_before']:.2f} → **{r['target_after']:.2f}** | {syn} | "
-              f"{r['kept_after']:.2f} | **{r['preservation_ratio']:.2f}** | {r['density']:.3f} | {r['fit_s']:.1f} |")
+        unnamed = "–" if r.get("unnamed_rate") is None else f"{r['unnamed_rate']:.2f}"
+        print(f"| {r['concept']} | {r['variant']} | {r['target_before']:.2f} → **{r['target_after']:.2f}** | "
+              f"{syn} | {unnamed} | {r['kept_after']:.2f} | **{r['preservation_ratio']:.2f}** | {r['density']:.3f} | "
+              f"{r['fit_s']:.1f} |")
     return 0
 
 
