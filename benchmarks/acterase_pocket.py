@@ -2,7 +2,7 @@
 
     HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 python benchmarks/acterase_pocket.py \
         --json benchmarks/results_acterase_pocket.jsonl
-    python benchmarks/acterase_pocket.py --render benchmarks/results_acterase_pocket*.jsonl
+    python benchmarks/acterase_pocket.py --render benchmarks/results_acterase_pocket.jsonl
 
 Each row: one concept, one variant (``default`` is ``acterase.fit(model, concept)`` with no config;
 the others override one setting), scored by ``circuits.pocket.report.erasure_report`` (4 samples per
