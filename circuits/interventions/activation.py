@@ -180,11 +180,18 @@ class MaskedPatch(Intervention):
 
     ``mask`` (bool or float in [0, 1]) and ``source`` broadcast to the selected activation,
     e.g. ``[positions, channels]`` for an FFN hidden site.
+
+    A patch that changes over the denoising run gives ``schedule``, the scheduler timesteps ``[K]``
+    its slices were made at: ``mask`` and ``source`` then have a leading axis of length ``K`` (or 1,
+    the same slice at every step), and each UNet call uses the slice whose timestep is nearest the
+    call's (so a patch collected on 30 steps also serves a run of 25, or of another scheduler).
     """
 
     site: str
     mask: Shaped[Tensor, "..."]
     source: Float[Tensor, "..."]
+    #: timesteps ``[K]`` indexing the leading axis of ``mask`` and ``source``; None: one static patch
+    schedule: Float[Tensor, " K"] | None = None
     kind = "masked_patch"
 
     def __post_init__(self) -> None:
@@ -197,9 +204,39 @@ class MaskedPatch(Intervention):
                     f"{self.describe()}: mask values lie in [{low:g}, {high:g}], outside [0, 1]; a mask weighs "
                     "source against the activation, so give values in [0, 1] (or a bool mask), e.g. mask.clamp(0, 1)"
                 )
+        if self.schedule is not None:
+            self._check_schedule()
+
+    def _check_schedule(self) -> None:
+        schedule = self.schedule
+        if not isinstance(schedule, Tensor) or schedule.ndim != 1 or not len(schedule):
+            got = tuple(schedule.shape) if isinstance(schedule, Tensor) else type(schedule).__name__
+            raise ShapeError(f"{self.describe()}: schedule must be a 1-D tensor of timesteps [K], got {got}")
+        for argument in ("mask", "source"):
+            value = getattr(self, argument)
+            if isinstance(value, Tensor) and (value.ndim == 0 or value.shape[0] not in (1, len(schedule))):
+                raise ShapeError(
+                    f"{self.describe()}: with a schedule of {len(schedule)} timesteps, {argument} needs a leading "
+                    f"axis of length {len(schedule)} (or 1); it has shape {tuple(value.shape)}"
+                )
+        # the nearest-timestep lookup runs on every call: keep a CPU float copy
+        self._timesteps = schedule.detach().to("cpu", torch.float64)
+
+    def _slice(self, ctx: StepContext | None, site: str) -> tuple[Tensor, Tensor]:
+        """``mask`` and ``source`` for this call (the slice of the nearest timestep when scheduled)."""
+        if self.schedule is None:
+            return self.mask, self.source
+        if ctx is None or ctx.timestep is None:
+            raise ScopeError(
+                f"{self.describe()} at {site}: a scheduled patch picks its slice by the step's timestep, but this "
+                "call has none (it runs outside the sampler); sample with circuits.sample, or give a static patch"
+            )
+        k = int(torch.argmin((self._timesteps - float(ctx.timestep)).abs()))
+        return (self.mask[k if len(self.mask) > 1 else 0], self.source[k if len(self.source) > 1 else 0])
 
     def apply(self, x: Tensor, selection: Selection, ctx: StepContext | None, site: str) -> Tensor:
         selected = _rows(x, selection)
-        mask = _check_broadcast(self.mask, selected, self.describe(), site, "mask")
-        source = _check_broadcast(self.source, selected, self.describe(), site, "source")
+        mask, source = self._slice(ctx, site)
+        mask = _check_broadcast(mask, selected, self.describe(), site, "mask")
+        source = _check_broadcast(source, selected, self.describe(), site, "source")
         return _scatter(x, selection, mask * source + (1 - mask) * selected)

@@ -13,8 +13,9 @@ Each entry: a short ``name`` (no spaces or commas, so ``--set methods=uce,trce1`
 ``label`` the tables print, ``fit(model, concept, progress)``, whether it fine-tunes (``trained``:
 minutes on a CPU, not seconds) and a one-line ``summary`` of its settings. Where pocket needed
 settings other than the paper's, the method's own ``pocket()`` config says why
-(``trce.pocket()``, ``ant.pocket()``); ActErase uses App. A.3's tau (0.02 for styles, pocket's
-textures; 0.01 otherwise). :func:`register` adds a method of your own (any ``fit`` returning an
+(``trce.pocket()``, ``ant.pocket()``); ActErase calls ``acterase.fit(model, concept)``, which picks
+``acterase.Config.pocket()`` on pocket itself (App. A.3's tau 0.01 for every concept, one voted
+mask). :func:`register` adds a method of your own (any ``fit`` returning an
 :class:`~circuits.methods.Erasure`), which the benchmark then accepts by name.
 """
 
@@ -47,13 +48,6 @@ class Method:
 
     def __call__(self, model: Diffusion, concept: Concept, progress: bool = False) -> Erasure:
         return self.fit(model, concept, progress)
-
-
-def _acterase_tau(concept: Concept) -> float:
-    from circuits.methods import acterase
-    from circuits.pocket.world import TEXTURES
-
-    return acterase.STYLE_TAU if concept.target in TEXTURES else acterase.Config.tau
 
 
 def _uce(**overrides) -> FitFn:
@@ -89,11 +83,11 @@ def _trce(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
     return trce.fit(model, concept, trce.pocket(), progress=progress)
 
 
-def _acterase(layers: str = "ffn", score: str = "wanda") -> FitFn:
+def _acterase(**overrides) -> FitFn:
     def fit(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
         from circuits.methods import acterase
 
-        return acterase.fit(model, concept, layers=layers, score=score, tau=_acterase_tau(concept))
+        return acterase.fit(model, concept, **overrides)  # model-aware defaults: Config.pocket() on pocket
 
     return fit
 
@@ -138,9 +132,10 @@ register("trce1-keyword", "TRCE stage 1, keyword", _trce_stage1("keyword"),
          "TRCE stage 1 mapping the keyword only (Table 4 ablation)")
 register("trce", "TRCE stage 1 + 2", _trce, "TRCE both stages, trce.pocket() (stage 2: lr 1e-4, 25 steps)",
          trained=True)
-register("acterase", "ActErase (FFN)", _acterase(), "ActErase Alg. 1 on the FFN hidden activations (WANDA score)")
-register("acterase-xattn", "ActErase (cross-attention output)", _acterase("cross_attention", "magnitude"),
-         "ActErase on the cross-attention outputs (|x| score)")
+register("acterase", "ActErase (FFN)", _acterase(),
+         "ActErase Alg. 1 on the FFN hidden activations (WANDA score), acterase.Config.pocket() on pocket")
+register("acterase-xattn", "ActErase (cross-attention output)", _acterase(layers="cross_attention", score="magnitude"),
+         "ActErase, the same settings on the cross-attention outputs (|x| score: WANDA needs a following weight)")
 register("ant", "ANT", _ant, "ANT, ant.pocket() (2000 masked fine-tune steps)", trained=True)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from diffusers import DPMSolverMultistepScheduler
 from model_state import assert_same_state, snapshot
 
 import circuits
@@ -13,6 +14,7 @@ from circuits.errors import ShapeError, SiteError
 from circuits.interventions.scope import Selection
 from circuits.methods import Concept, Erasure, acterase, load
 from circuits.methods.common import ConfigError
+from circuits.sampling import make_scheduler
 
 CONCEPT = Concept("red", synonyms=("crimson",), templates=["a {} circle", "a photo of a {} dog"])
 STEPS = 3
@@ -96,33 +98,77 @@ def test_collect_runs_sources_and_targets_in_one_sampling_call(model) -> None:
     assert calls == [2 * 2 * pairs] * STEPS  # one UNet call per step: [uncond, cond] x [sources, targets]
 
 
-def test_collect_equals_alg_1_computed_from_full_captures(model) -> None:
-    """x_avg (line 7) and the votes of Eq. 5 match the same quantities computed from stacked activations."""
-    config = acterase.Config(steps=STEPS)
-    collected = acterase.collect(model, CONCEPT, config)
+def _full_rule(model, config):
+    """Eq. 5 for every (step, pair) and x_avg, from stacked activations of the same collection run."""
     pairs = CONCEPT.pairs()
     n = len(pairs)
     sites = model.sites.ffn_hidden()
-    result = circuits.sample(model, [p.anchor for p in pairs] + [p.target for p in pairs], steps=STEPS,
-                             follow={n + i: i for i in range(n)}, progress=False,
+    result = circuits.sample(model, [p.anchor for p in pairs] + [p.target for p in pairs], steps=config.steps,
+                             scheduler=config.scheduler, follow={n + i: i for i in range(n)}, progress=False,
                              graph=[circuits.Capture(s, branch="cond") for s in sites])
+    out = {}
     for site in sites:
         x = result.captures[site]  # [steps, 2n, positions, channels]
         norms = model.sites.module(site.removesuffix(".hidden") + ".net.2").weight.norm(dim=0)
         i_s, i_t = x[:, :n].abs() * norms, x[:, n:].abs() * norms
-        votes = ((i_s >= config.tau) & (i_s < i_t)).float().mean(dim=(0, 1))
-        torch.testing.assert_close(collected.source[site], x[:, :n].mean(dim=(0, 1)))
-        torch.testing.assert_close(collected.votes[site], votes)
-        assert torch.equal(collected.mask[site], votes >= config.agreement)
-        torch.testing.assert_close(collected.stats[site][:, 0], ((i_s >= config.tau) & (i_s < i_t)).float().mean(
-            dim=(1, 2, 3)))
+        out[site] = (((i_s >= config.tau) & (i_s < i_t)).float(), x[:, :n].mean(dim=(0, 1)))  # [steps, n, ...]
+    timesteps = [float(c.timestep) for c in result.captures.calls(sites[0])]
+    return out, timesteps
+
+
+def test_the_default_mask_is_recomputed_at_every_step_as_alg_1_line_10(model) -> None:
+    """masks="step": M_t is Eq. 5 at step t (majority of pairs), kept per step and applied at that step."""
+    config = acterase.Config(steps=STEPS)
+    assert config.masks == "step"
+    collected = acterase.collect(model, CONCEPT, config)
+    full, timesteps = _full_rule(model, config)
+    assert collected.timesteps.tolist() == timesteps
+    for site, (rule, x_avg) in full.items():
+        torch.testing.assert_close(collected.source[site], x_avg)  # line 7
+        assert collected.mask[site].shape == (STEPS, *x_avg.shape)
+        assert torch.equal(collected.mask[site], rule.mean(1) >= config.agreement)
+        torch.testing.assert_close(collected.votes[site], rule.mean(dim=(0, 1)))
+        torch.testing.assert_close(collected.stats[site][:, 0], rule.mean(dim=(1, 2, 3)))
+    steps = [m for m in collected.mask.values()]
+    assert any(not torch.equal(m[0], m[-1]) for m in steps), "the per-step masks should differ between steps"
+    for item in acterase.patch(collected):
+        assert item.schedule.tolist() == timesteps and torch.equal(item.mask, collected.mask[item.site])
+
+
+@pytest.mark.parametrize("masks", ["vote", "last"])
+def test_the_vote_and_last_step_options(model, masks) -> None:
+    config = acterase.Config(steps=STEPS, masks=masks)
+    collected = acterase.collect(model, CONCEPT, config)
+    full, _ = _full_rule(model, config)
+    for site, (rule, _) in full.items():
+        expected = rule.mean(dim=(0, 1)) >= config.agreement if masks == "vote" else rule[-1].mean(0) >= config.agreement
+        assert torch.equal(collected.mask[site], expected)
+    graph = acterase.patch(collected)
+    assert all(item.schedule is None and item.mask.shape == item.source.shape for item in graph)
+
+
+def test_per_step_sources_patch_each_step_with_that_steps_source_mean(model) -> None:
+    config = acterase.Config(steps=STEPS, sources="step")
+    collected = acterase.collect(model, CONCEPT, config)
+    pairs = CONCEPT.pairs()
+    n = len(pairs)
+    sites = model.sites.ffn_hidden()
+    x = circuits.sample(model, [p.anchor for p in pairs] + [p.target for p in pairs], steps=STEPS,
+                        scheduler=config.scheduler, follow={n + i: i for i in range(n)}, progress=False,
+                        graph=[circuits.Capture(s, branch="cond", rows=range(n)) for s in sites]).captures
+    for item in acterase.patch(collected):
+        per_step = x[item.site].mean(1)  # [steps, positions, channels]: the sources' mean at each step
+        torch.testing.assert_close(item.source, per_step)
+        torch.testing.assert_close(collected.source[item.site], per_step.mean(0))  # x_avg stays line 7's
+        assert item.mask.shape[0] == STEPS and len(item.schedule) == STEPS
 
 
 def test_the_trace_has_mask_density_per_layer_and_per_step(erasure, model) -> None:
     assert [row["site"] for row in erasure.trace] == model.sites.ffn_hidden()
     for row, item in zip(erasure.trace, erasure.graph):
         assert row["density"] == pytest.approx(float(item.mask.float().mean()))
-        assert len(row["density_per_step"]) == STEPS and row["score"] == "wanda"
+        assert len(row["density_per_step"]) == STEPS and row["score"] == "wanda" and row["masks"] == "step"
+        assert row["mask_density_per_step"] == pytest.approx(item.mask.float().mean(dim=(1, 2)).tolist(), abs=1e-5)
         assert 0 < row["above_tau"] <= 1 and row["importance_source"] > 0
     assert all(isinstance(item, circuits.MaskedPatch) and item.branch == "cond" and item.mask.dtype == torch.bool
                for item in erasure.graph)
@@ -139,8 +185,52 @@ def test_layer_sets(model, layers, score, shape) -> None:
     if shape is None:
         assert sites and all(s.startswith("unet.up_blocks.") and s.endswith(".ff.hidden") for s in sites)
     else:
-        assert sites and tuple(erasure.graph[0].mask.shape) == shape
+        assert sites and tuple(erasure.graph[0].mask.shape) == (2, *shape)  # [steps, *site shape]
     circuits.sample(model, ["a red circle"], steps=2, graph=erasure, progress=False, strict=True)
+
+
+def test_fit_without_config_uses_the_papers_sampler_and_says_so(model) -> None:
+    """App. A.3: DPM-Solver, 30 steps, CFG 7.5; Alg. 1: per-step masks, patch on G(z_t, t, c_t) (cond)."""
+    paper = acterase.Config.paper()
+    assert (paper.scheduler, paper.steps, paper.guidance_scale, paper.masks, paper.branch, paper.tau) == (
+        "dpm", 30, 7.5, "step", "cond", 0.01)
+    erasure = acterase.fit(model, Concept("red", templates=["a {} circle"]))  # tiny SD: family "sd"
+    assert erasure.notes == ["config: Config.paper() defaults (chosen for model family 'sd')"]
+    dpm = make_scheduler(model, "dpm")
+    dpm.set_timesteps(30)
+    assert isinstance(dpm, DPMSolverMultistepScheduler)
+    for item in erasure.graph:
+        assert item.schedule.tolist() == [float(t) for t in dpm.timesteps] and item.branch == "cond"
+    explicit = acterase.fit(model, Concept("red", templates=["a {} circle"]), acterase.Config(steps=2))
+    assert "given explicitly" in explicit.notes[0] and len(explicit.graph[0].schedule) == 2
+
+
+def test_the_catalog_entries_call_fit_with_its_model_aware_defaults(monkeypatch, model) -> None:
+    """The catalog's pocket rows and ``fit(model, concept)`` are one entry point (Table 7: the same
+    settings on FFN and cross-attention, only the score differs, since WANDA needs a following weight)."""
+    from circuits.methods import catalog
+
+    calls = []
+    monkeypatch.setattr(acterase, "fit", lambda m, c, config=None, **kw: calls.append((config, kw)))
+    catalog.fit("acterase", model, CONCEPT)
+    catalog.fit("acterase-xattn", model, CONCEPT)
+    assert calls == [(None, {}), (None, {"layers": "cross_attention", "score": "magnitude"})]
+
+
+def test_merge_of_per_step_erasures_is_eq_8_at_every_step_and_needs_one_schedule() -> None:
+    schedule = torch.tensor([900.0, 100.0])
+    a = _patch_erasure("red", torch.tensor([[[True, False]], [[False, False]]]), torch.tensor([[[2.0, 2.0]]]))
+    b = _patch_erasure("circle", torch.tensor([[[True, True]], [[False, True]]]), torch.tensor([[[4.0, 6.0]]]))
+    for erasure in (a, b):
+        erasure.graph[0].schedule = schedule
+        erasure.graph[0]._check_schedule()
+    (item,) = acterase.merge([a, b]).graph
+    assert item.mask.tolist() == [[[True, True]], [[False, True]]]
+    assert item.source.tolist() == [[[3.0, 6.0]], [[0.0, 6.0]]]  # per step: the mean of the masks that hold
+    assert item.schedule.tolist() == [900.0, 100.0]
+    b.graph[0].schedule = torch.tensor([800.0, 100.0])
+    with pytest.raises(ShapeError, match="same masks setting and collection schedule"):
+        acterase.merge([a, b])
 
 
 # -- bad input -------------------------------------------------------------------------------
@@ -152,6 +242,10 @@ def test_bad_layer_sets_and_configs_are_clear_errors(model) -> None:
         acterase.fit(model, CONCEPT, layers="unet.*.fff.hidden", steps=1)
     with pytest.raises(SiteError, match="ActErase patches UNet activations"):
         acterase.fit(model, CONCEPT, layers="text_encoder.*.mlp", score="magnitude", steps=1)
+    with pytest.raises(ConfigError, match="masks='majority'; use one of"):
+        acterase.fit(model, CONCEPT, masks="majority")
+    with pytest.raises(ConfigError, match="sources='avg'; use 'mean' or 'step'"):
+        acterase.fit(model, CONCEPT, sources="avg")
     with pytest.raises(ConfigError, match="agreement=0"):
         acterase.fit(model, CONCEPT, agreement=0)
     with pytest.raises(ConfigError, match="did you mean 'score'"):

@@ -13,7 +13,7 @@ Measured cost of the defaults (``circuits run acterase_masks``, one thread, shar
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import torch
@@ -32,6 +32,7 @@ from circuits.experiments.recipes.acterase_shared import (
 from circuits.experiments.registry import experiment
 from circuits.experiments.result import ExperimentResult
 from circuits.methods import acterase
+from circuits.methods.common import model_defaults
 from circuits.models.diffusion import Diffusion
 
 AGREEMENTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -92,9 +93,10 @@ def acterase_masks(model: Diffusion, config: ActEraseMasksConfig) -> ExperimentR
     for word in config.concepts:
         concept = concept_for(model, word, config.anchor, config.templates, owner)
         tau = tau_for(model, concept, config.tau)
-        settings = acterase.Config(layers=config.layers, score=config.score, tau=tau, agreement=config.agreement,
-                                   steps=config.collect_steps, guidance_scale=config.guidance_scale,
-                                   seed=config.seed, synonyms=config.synonyms)  # fmt: skip
+        settings = replace(model_defaults(acterase.Config, model),  # paper() on SD, pocket() on pocket
+                           layers=config.layers, score=config.score, tau=tau, agreement=config.agreement,
+                           steps=config.collect_steps, guidance_scale=config.guidance_scale,
+                           seed=config.seed, synonyms=config.synonyms)  # fmt: skip
         collected, seconds = collect_timed(model, concept, settings, owner)
         sites = sorted(collected.mask, key=forward_order)
         layers = []

@@ -31,6 +31,7 @@ from circuits.errors import SiteError
 from circuits.experiments.overrides import ConfigError
 from circuits.experiments.registry import show_progress
 from circuits.methods import acterase
+from circuits.methods.common import model_defaults
 from circuits.methods.concept import Concept, ConceptError
 from circuits.models.diffusion import Diffusion
 
@@ -59,12 +60,11 @@ def forward_order(site: str) -> tuple[int, int, int, int]:
 
 
 def tau_for(model: Diffusion, concept: Concept, tau: float | None) -> float:
-    """App. A.3: 0.02 for styles (pocket's textures), 0.01 otherwise, unless ``tau`` is given."""
+    """``tau`` if given, else the method's default for this model (``acterase.Config.paper()`` /
+    ``.pocket()``; App. A.3's 0.02 for styles is ``acterase.style()``, a choice the user makes)."""
     if tau is not None:
         return tau
-    from circuits.pocket.world import TEXTURES
-
-    return acterase.STYLE_TAU if model.source == "pocket" and concept.target in TEXTURES else acterase.Config.tau
+    return model_defaults(acterase.Config, model).tau
 
 
 def concept_for(model: Diffusion, word: str, anchor: str, templates: Sequence[str], owner: str) -> Concept:

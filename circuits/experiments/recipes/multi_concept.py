@@ -19,7 +19,7 @@ Measured cost of the defaults (``circuits run multi_concept``, one thread, share
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -46,6 +46,7 @@ from circuits.experiments.recipes.acterase_shared import (
 from circuits.experiments.registry import experiment
 from circuits.experiments.result import ExperimentResult
 from circuits.methods import acterase
+from circuits.methods.common import model_defaults
 from circuits.methods.concept import Concept
 from circuits.methods.erasure import Erasure
 from circuits.models.diffusion import Diffusion
@@ -120,10 +121,11 @@ def multi_concept(model: Diffusion, config: MultiConceptConfig) -> ExperimentRes
 
     singles, fits = [], []
     for concept in concepts:
-        settings = acterase.Config(layers=config.layers, score=config.score, tau=tau_for(model, concept, config.tau),
-                                   agreement=config.agreement, steps=config.collect_steps,
-                                   guidance_scale=config.guidance_scale, seed=config.collect_seed,
-                                   synonyms=config.synonyms)  # fmt: skip
+        settings = replace(model_defaults(acterase.Config, model),  # paper() on SD, pocket() on pocket
+                           layers=config.layers, score=config.score, tau=tau_for(model, concept, config.tau),
+                           agreement=config.agreement, steps=config.collect_steps,
+                           guidance_scale=config.guidance_scale, seed=config.collect_seed,
+                           synonyms=config.synonyms)  # fmt: skip
         collected, seconds = collect_timed(model, concept, settings, owner)
         erasure = Erasure("acterase", concept, {}, acterase.patch(collected), acterase.trace(collected),
                           seconds=seconds)

@@ -36,7 +36,7 @@ Measured cost of the defaults (``circuits run patch_modules``, one thread, share
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -64,6 +64,7 @@ from circuits.experiments.recipes.acterase_shared import (
 from circuits.experiments.registry import experiment
 from circuits.experiments.result import ExperimentResult
 from circuits.methods import acterase
+from circuits.methods.common import model_defaults
 from circuits.models.diffusion import Diffusion
 
 MODULE_LABELS = {"ffn": "FFN", "cross_attention": "cross-attention output", "unet_output": "UNet output"}
@@ -150,10 +151,11 @@ def patch_modules(model: Diffusion, config: PatchModulesConfig) -> ExperimentRes
     variants: dict[str, Any] = {"no patch": None}
     for module in config.modules:
         score = config.ffn_score if module == "ffn" else "magnitude"
-        settings = acterase.Config(layers=module, score=score, tau=tau, agreement=config.agreement,
-                                   branch=config.branch, steps=config.collect_steps,
-                                   guidance_scale=config.guidance_scale, seed=config.collect_seed,
-                                   synonyms=config.synonyms)  # fmt: skip
+        settings = replace(model_defaults(acterase.Config, model),  # paper() on SD, pocket() on pocket
+                           layers=module, score=score, tau=tau, agreement=config.agreement,
+                           branch=config.branch, steps=config.collect_steps,
+                           guidance_scale=config.guidance_scale, seed=config.collect_seed,
+                           synonyms=config.synonyms)  # fmt: skip
         collected, seconds = collect_timed(model, concept, settings, owner)
         variants[MODULE_LABELS[module]] = acterase.patch(collected, config.branch)
         modules[module] = {
