@@ -384,7 +384,9 @@ class Oracle:
             found = []
             for obj in objs:
                 total = max(float(obj.sum()), 1e-9)
-                found.append(ObjectRead(_object_colour(img, obj), shapes[j], textures[j],
+                # one object: v1's whole-image colour vote (what every v1 report measured), else the object's
+                colour = read_colour(img[None])[0] if len(objs) == 1 else _object_colour(img, obj)
+                found.append(ObjectRead(colour, shapes[j], textures[j],
                                         float((obj * xs).sum() / total + 0.5) / size,
                                         float((obj * ys).sum() / total + 0.5) / size,
                                         total / size**2, obj))  # fmt: skip

@@ -73,5 +73,5 @@ def test_read_objects_agrees_with_v1_read_on_one_object():
     v1 = oracle.read(arr)
     v2 = oracle.read_objects(arr, n_objects=1)
     for i, r in enumerate(v2):
-        assert (r.objects[0].shape, r.objects[0].texture, r.background) == (
-            v1["shape"][i], v1["texture"][i], v1["background"][i])
+        assert (r.objects[0].colour, r.objects[0].shape, r.objects[0].texture, r.background) == (
+            v1["colour"][i], v1["shape"][i], v1["texture"][i], v1["background"][i])
