@@ -193,3 +193,10 @@ class Scene:
     def same_picture(self, other: Scene) -> bool:
         """Equal up to which object is named first."""
         return self == other or self.swapped() == other
+
+    def canonical(self) -> Scene:
+        """One fixed description of the picture (objects in a fixed order): a hashable key under which
+        ``a left of b`` and ``b right of a`` are the same (e.g. for soft contrastive targets)."""
+        if self.second is None or self.first.combo <= self.second.combo:
+            return self
+        return self.swapped()

@@ -101,6 +101,8 @@ def test_two_object_scene_validates():
     assert scene.objects == (world.Thing("circle", "red", "solid"), world.Thing("square", "blue", "dotted"))
     assert scene.swapped().relation == "below" and scene.swapped().first == scene.second
     assert scene.same_picture(scene.swapped()) and not scene.same_picture(_two("below"))
+    assert scene.canonical() == scene.swapped().canonical() != _two("below").canonical()
+    assert Scene("circle", "red", "solid", "white").canonical() == Scene("circle", "red", "solid", "white")
 
 
 @pytest.mark.parametrize("size", [32, 64])
