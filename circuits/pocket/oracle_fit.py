@@ -2,11 +2,11 @@
 
 The fitting data are renders of the whole world (held-out combinations included: the oracle is a
 measuring instrument, not part of the model), one- and two-object, at 32 x 32 and 64 x 64. Half of them
-get mild zoom, blur and noise; the other half pass through the pocket VAE with noise added to their
-latents, so that the oracle reads what a decoder produces (soft edges, tints, imperfect latents) and not
-only clean renders. Every image is segmented exactly as :meth:`Oracle.read_objects` segments it, and each
-piece is labelled with the object whose true centroid (from :func:`world.render_masks`) is nearest.
-Refit when the VAE changes (``--vae``).
+(three in four with two objects) get mild zoom, blur and noise; the other half, one-object only (see
+:func:`fit`), pass through the pocket VAE with noise added to their latents, so that the oracle reads what
+a decoder produces (soft edges, tints, imperfect latents) and not only clean renders. Every image is
+segmented exactly as :meth:`Oracle.read_objects` segments it, and each piece is labelled with the object
+whose true centroid (from :func:`world.render_masks`) is nearest. Refit when the VAE changes (``--vae``).
 
 Validation (:func:`validate`) reads fresh renders, clean and decoded, at both sizes, and compares with
 the scenes: per-object colour / shape / texture, the object count, and for two objects whether the
@@ -140,10 +140,12 @@ def fit(n: int = 8000, seed: int = 0, hidden: int = 128, vae_dir: str | Path | N
 
     feats, things = [], []
     for size in SIZES:
-        arr, scenes, seeds = make_scenes(n, seed, size=size, augment=True)
+        arr, scenes, seeds = make_scenes(n, seed, size=size, augment=True, two_object_p=0.75)
         if vae_dir is not None:
+            # decoded images are one-object only: v1's VAE (8 x 8 latents, trained on one large object)
+            # smears two small objects into each other, and their true labels would teach the heads noise
             half = n // 2
-            clean, clean_scenes, clean_seeds = make_scenes(half, seed + 500, size=size)
+            clean, clean_scenes, clean_seeds = make_scenes(half, seed + 500, size=size, two_object_p=0.0)
             arr[:half] = decoded(clean, vae_dir, seed + size)
             scenes[:half], seeds[:half] = clean_scenes, clean_seeds
         masks, objs, _ = labelled_objects(arr, scenes, seeds)

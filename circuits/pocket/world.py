@@ -80,6 +80,9 @@ SCALE = 4  # supersampling factor
 #: texture geometry (borders, stripe period, dots) of two-object scenes' smaller objects, relative to
 #: one-object scenes: finer, so that thin shapes (crosses, triangles) keep a hole inside their outline
 TEXTURE_SCALE = 0.7
+#: outline width of outlined objects in two-object scenes (one-object scenes: 2.0), in 32x32 pixels before
+#: TEXTURE_SCALE: a wider one fills a small cross's arms and a small triangle, which then read as solid
+SMALL_OUTLINE = 1.2
 
 
 def _shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple]:
@@ -127,7 +130,7 @@ def _erode(mask: np.ndarray, h: int) -> np.ndarray:
 
 
 def _texture(mask: np.ndarray, texture: str, n: int, phase: float, centre: tuple[float, float] | None = None,
-             scale: float = 1.0) -> np.ndarray:  # fmt: skip
+             scale: float = 1.0, outline: float = 2.0) -> np.ndarray:  # fmt: skip
     """The painted part of an object's ``mask`` (supersampled, n x n); sizes are in 32x32 output pixels,
     so a 64x64 render is a sharper 32x32 one. With ``centre`` (the small objects of two-object scenes) a
     stripe or a dot always sits on the centre: a random phase could leave a small striped or dotted object
@@ -136,7 +139,7 @@ def _texture(mask: np.ndarray, texture: str, n: int, phase: float, centre: tuple
         return mask
     unit = n / 32.0 * scale  # one output pixel at 32x32, in supersampled pixels (times the object's scale)
     yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
-    border_px = int(round((2.0 if texture == "outlined" else 1.0) * unit * 1.25)) * 2 + 1
+    border_px = int(round((outline if texture == "outlined" else 1.0) * unit * 1.25)) * 2 + 1
     inner = _erode(mask, border_px // 2)
     border = mask & ~inner
     if texture == "outlined":
@@ -209,9 +212,9 @@ def render(scene: Scene, *, seed: int, size: int = 32) -> Image.Image:
     out = np.broadcast_to(bg, (n, n, 3)).astype(np.uint8).copy()
     for p in _layout(scene, seed, n):
         centre = None if scene.second is None else (p.cx, p.cy)
-        scale = 1.0 if scene.second is None else TEXTURE_SCALE
+        scale, outline = (1.0, 2.0) if scene.second is None else (TEXTURE_SCALE, SMALL_OUTLINE)
         mask = _shape_mask(p.thing.shape, n, p.cx, p.cy, p.r, p.angle)
-        fill = _texture(mask, p.thing.texture, n, p.phase, centre, scale)
+        fill = _texture(mask, p.thing.texture, n, p.phase, centre, scale, outline)
         fg = np.array([min(255, max(0, c + j)) for c, j in zip(COLOUR_RGB[p.thing.colour], p.jitter)])
         out[fill] = fg
     return Image.fromarray(out, "RGB").resize((size, size), Image.Resampling.BOX)
