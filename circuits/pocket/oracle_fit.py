@@ -134,7 +134,7 @@ def labelled_objects(arr: np.ndarray, scenes: list[Scene], seeds: list[int]) -> 
     return np.stack(masks), things, where
 
 
-def fit(n: int = 8000, seed: int = 0, hidden: int = 128, vae_dir: str | Path | None = DEFAULT_VAE) -> Oracle:
+def fit(n: int = 4000, seed: int = 0, hidden: int = 192, vae_dir: str | Path | None = DEFAULT_VAE) -> Oracle:
     """Fit the shape and texture heads on ``n`` images per size (32 and 64); with ``vae_dir`` half decoded."""
     from sklearn.neural_network import MLPClassifier
 
@@ -213,7 +213,7 @@ def validate(oracle: Oracle, n: int = 600, seed: int = 1000, vae_dir: str | Path
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m circuits.pocket.oracle",
                                 description="Fit the pocket oracle and report its accuracy.")  # fmt: skip
-    p.add_argument("--n", type=int, default=8000, help="fitting images per size (32 and 64)")
+    p.add_argument("--n", type=int, default=4000, help="fitting images per size (32 and 64)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(DEFAULT_PATH))
     p.add_argument("--eval-only", action="store_true")
