@@ -106,14 +106,25 @@ def _shape_polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> 
     return [(cx + k * r * (x * ca - y * sa), cy + k * r * (x * sa + y * ca)) for x, y in pts]
 
 
-def _shape_mask(shape: str, n: int, cx: float, cy: float, r: float, angle: float) -> np.ndarray:
-    img = Image.new("L", (n, n), 0)
+def _shape_mask(shape: str, n: int | tuple[int, int], cx: float, cy: float, r: float, angle: float) -> np.ndarray:
+    """The shape's pixels on an n x n canvas (or a (width, height) one)."""
+    img = Image.new("L", (n, n) if isinstance(n, int) else n, 0)
     draw = ImageDraw.Draw(img)
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=255)
     else:
         draw.polygon(_shape_polygon(shape, cx, cy, r, angle), fill=255)
     return np.asarray(img) > 127
+
+
+def _box(p: _Placed, n: int) -> tuple[int, int, int, int]:
+    """An integer box (x0, y0, x1, y1) holding the object with a margin (shapes reach at most 1.17 r from
+    their centre): drawing and texturing only there is several times faster for small objects. Erosion
+    sees background outside either way; rasterising shifted coordinates can flip a rare boundary pixel."""
+    reach = 1.25 * p.r + 4
+    x0, y0 = max(0, int(math.floor(p.cx - reach))), max(0, int(math.floor(p.cy - reach)))
+    x1, y1 = min(n, int(math.ceil(p.cx + reach))), min(n, int(math.ceil(p.cy + reach)))
+    return x0, y0, x1, y1
 
 
 def _erode(mask: np.ndarray, h: int) -> np.ndarray:
@@ -130,7 +141,7 @@ def _erode(mask: np.ndarray, h: int) -> np.ndarray:
 
 
 def _texture(mask: np.ndarray, texture: str, n: int, phase: float, centre: tuple[float, float] | None = None,
-             scale: float = 1.0, outline: float = 2.0) -> np.ndarray:  # fmt: skip
+             scale: float = 1.0, outline: float = 2.0, origin: tuple[int, int] = (0, 0)) -> np.ndarray:  # fmt: skip
     """The painted part of an object's ``mask`` (supersampled, n x n); sizes are in 32x32 output pixels,
     so a 64x64 render is a sharper 32x32 one. With ``centre`` (the small objects of two-object scenes) a
     stripe or a dot always sits on the centre: a random phase could leave a small striped or dotted object
@@ -138,7 +149,8 @@ def _texture(mask: np.ndarray, texture: str, n: int, phase: float, centre: tuple
     if texture == "solid":
         return mask
     unit = n / 32.0 * scale  # one output pixel at 32x32, in supersampled pixels (times the object's scale)
-    yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
+    h, w = mask.shape  # the mask may be a crop of the n x n canvas whose corner is at ``origin`` (x, y)
+    yy, xx = np.mgrid[origin[1] : origin[1] + h, origin[0] : origin[0] + w].astype(np.float32)
     border_px = int(round((outline if texture == "outlined" else 1.0) * unit * 1.25)) * 2 + 1
     inner = _erode(mask, border_px // 2)
     border = mask & ~inner
@@ -211,12 +223,14 @@ def render(scene: Scene, *, seed: int, size: int = 32) -> Image.Image:
     bg = np.array(BACKGROUND_RGB[scene.background])
     out = np.broadcast_to(bg, (n, n, 3)).astype(np.uint8).copy()
     for p in _layout(scene, seed, n):
+        # one object: the whole canvas, exactly v1's arithmetic; two: each object's box only (faster)
+        x0, y0, x1, y1 = (0, 0, n, n) if scene.second is None else _box(p, n)
         centre = None if scene.second is None else (p.cx, p.cy)
         scale, outline = (1.0, 2.0) if scene.second is None else (TEXTURE_SCALE, SMALL_OUTLINE)
-        mask = _shape_mask(p.thing.shape, n, p.cx, p.cy, p.r, p.angle)
-        fill = _texture(mask, p.thing.texture, n, p.phase, centre, scale, outline)
+        mask = _shape_mask(p.thing.shape, (x1 - x0, y1 - y0), p.cx - x0, p.cy - y0, p.r, p.angle)
+        fill = _texture(mask, p.thing.texture, n, p.phase, centre, scale, outline, (x0, y0))
         fg = np.array([min(255, max(0, c + j)) for c, j in zip(COLOUR_RGB[p.thing.colour], p.jitter)])
-        out[fill] = fg
+        out[y0:y1, x0:x1][fill] = fg
     return Image.fromarray(out, "RGB").resize((size, size), Image.Resampling.BOX)
 
 

@@ -163,6 +163,9 @@ def test_one_object_renders_are_v1s():
     """v1's renders are part of the shipped model's training data: the v2 world must not move them."""
     digest = [int(np.asarray(render(Scene("triangle", "orange", "striped", "gray"), seed=s)).sum()) for s in range(3)]
     assert digest == V1_DIGEST
+    digest = [int(np.asarray(render(Scene("circle", "blue", "dotted", "black"), seed=s, size=64)).sum()) for s in range(3)]
+    assert digest == V1_DIGEST_64
 
 
+V1_DIGEST_64 = [399878, 363025, 397405]
 V1_DIGEST = [396144, 394454, 397408]  # sums of v1 renders (computed with the v1 world at 27a1318)
