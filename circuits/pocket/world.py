@@ -21,6 +21,16 @@ API for training (everything deterministic from its seed):
   ``caption(example.scene, rng)`` draws a fresh caption of the same scene (for per-step captions).
 * ``held_out_examples(n, seed)`` - the same for held-out scenes (one- and two-object composition tests).
 * ``dataset(n, seed)`` / ``render_batch(items, size)`` - v1's (scene, seed) sampler and batch renderer.
+* ``scene.canonical()`` - one key per picture (``a left of b`` == ``b right of a``), e.g. to group
+  identical pictures in a contrastive batch; ``parse(caption)`` reads a caption back (see captions).
+
+Two-object pictures draw each object at radius 0.125-0.165 of the image (one object: 0.30-0.40), with
+textures 0.7 times as fine and a thinner outline, so that at 32 x 32 a small cross or triangle still
+shows its texture: the oracle reads their shape 0.98 and texture 0.94 on clean 32 x 32 renders, both
+1.00 at 64 x 64 (``python -m circuits.pocket.oracle``). v1's VAE (8 x 8 latents, trained on one large
+object) cannot reconstruct two small objects (colour read 0.4 on its decodings): a v2 VAE must be
+trained on v2 data, and ``python -m circuits.pocket.oracle --eval-only --vae DIR --vae-noise 0`` measures
+how readable its reconstructions are at both sizes.
 """
 
 from __future__ import annotations
