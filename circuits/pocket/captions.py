@@ -47,6 +47,8 @@ _TEMPLATES: tuple[str, ...] = (
     "on {ab} {b} background, {a} {t} {c} {s}",
 )
 
+V1_TEMPLATES = 17  # v1's templates are the first 17
+
 #: object phrases for two-object captions ({a} is the article agreeing with the next word)
 _OBJECT_FORMS: tuple[str, ...] = ("{a} {c} {s}", "{a} {t} {c} {s}", "{a} {s} in {c}", "{a} {t} {s} that is {c}")
 _NOUN_FORMS: tuple[str, ...] = ("{a} {n}", "{a} {t} {n}")
@@ -105,20 +107,25 @@ def caption(
     implicit_p: float = 0.5,
     colour_word: str | None = None,
     template: int | None = None,
+    v1: bool = False,
 ) -> str:
     """A random caption of ``scene``. With probability ``synonym_p`` a colour is named by a synonym, with
     ``implicit_p`` an object that an implicit noun means is named by the noun. ``colour_word`` forces the
     (first) colour word and ``template`` the single-object template index (both as in v1; ``template``
-    turns implicit nouns off)."""
+    turns implicit nouns off). ``v1=True`` draws exactly v1's captions (v1's templates, no implicit nouns,
+    the same random draws): what the shipped v1 model was trained on."""
     rng = rng_or_seed if isinstance(rng_or_seed, random.Random) else random.Random(rng_or_seed)
     if scene.second is not None:
+        if v1:
+            raise ValueError("v1 captions describe one-object scenes only; got a two-object scene")
         return _pair_caption(scene, rng, synonym_p=synonym_p, implicit_p=implicit_p)
     if colour_word is None:
         colour_word = _colour_word(scene.colour, rng, synonym_p)
-    idx = rng.randrange(len(_TEMPLATES)) if template is None else template
+    idx = rng.randrange(V1_TEMPLATES if v1 else len(_TEMPLATES)) if template is None else template
     tpl = _TEMPLATES[idx]
     noun = scene.first.implicit_noun
-    if template is None and noun is not None and "{c} {s}" in tpl and rng.random() < implicit_p:
+    # (v1 never draws here: its random sequence must stay v1's)
+    if template is None and not v1 and noun is not None and "{c} {s}" in tpl and rng.random() < implicit_p:
         return _fill(tpl.replace("{c} {s}", "{n}"), {"n": noun, "t": scene.texture, "b": scene.background})
     return _fill(tpl, {"c": colour_word, "t": scene.texture, "s": scene.shape, "b": scene.background})
 

@@ -110,3 +110,28 @@ def test_corpus_has_every_word():
                 "left", "right", "above", "below", "top", "bottom", "under", "beneath"}
     assert expected <= words
     assert corpus == list(world.caption_corpus(n=500))
+
+
+def test_v1_captions_are_reproducible():
+    """``caption(..., v1=True)`` draws v1's captions with v1's random sequence (the shipped model's data):
+    the expected strings were produced by v1's ``world.caption`` (commit 27a1318) from ``Random(9)``."""
+    scenes = [Scene("circle", "red", "striped", "white"), Scene("square", "blue", "dotted", "black"),
+              Scene("triangle", "green", "solid", "gray"), Scene("cross", "yellow", "outlined", "white"),
+              Scene("circle", "orange", "solid", "black"), Scene("square", "purple", "striped", "gray")]
+    rng = random.Random(9)
+    assert [caption(s, rng, v1=True) for s in scenes * 4] == V1_CAPTIONS
+    with pytest.raises(ValueError, match="one-object"):
+        caption(Scene.two(Thing("circle", "red"), Thing("square", "blue"), "left", "white"), 0, v1=True)
+
+
+V1_CAPTIONS = [
+    "an image of a red circle on white", "a photo of a dotted blue square on a black background", "a green triangle",
+    "a white background with an outlined yellow cross", "an orange circle on a black background",
+    "a striped purple square", "a photo of a striped red circle on a white background",
+    "a black background with a dotted blue square", "a gray background with a green triangle",
+    "an outlined golden cross", "a tangerine solid circle", "a striped purple square on a gray background",
+    "a picture of a striped red circle", "a black background with a blue square", "green triangle",
+    "a yellow outlined cross", "a solid orange circle", "a gray background with a violet square",
+    "a circle in scarlet", "a black background with an azure square", "a solid green triangle on a gray background",
+    "a yellow cross", "a picture of a solid tangerine circle", "a purple square on a gray background",
+]
