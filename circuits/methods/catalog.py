@@ -101,7 +101,7 @@ def _acterase(layers: str = "ffn", score: str = "wanda") -> FitFn:
 def _ant(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
     from circuits.methods import ant
 
-    return ant.fit(model, concept, ant.pocket(), progress=progress)
+    return ant.fit(model, concept, progress=progress)  # the model-aware defaults: Config.pocket() on pocket
 
 
 _METHODS: dict[str, Method] = {}
@@ -141,7 +141,7 @@ register("trce", "TRCE stage 1 + 2", _trce, "TRCE both stages, trce.pocket() (st
 register("acterase", "ActErase (FFN)", _acterase(), "ActErase Alg. 1 on the FFN hidden activations (WANDA score)")
 register("acterase-xattn", "ActErase (cross-attention output)", _acterase("cross_attention", "magnitude"),
          "ActErase on the cross-attention outputs (|x| score)")
-register("ant", "ANT", _ant, "ANT, ant.pocket() (2000 masked fine-tune steps)", trained=True)
+register("ant", "ANT", _ant, "ANT, ant.fit's model-aware defaults (Config.pocket() on pocket)", trained=True)
 
 
 def names() -> tuple[str, ...]:
