@@ -139,9 +139,13 @@ class Config:
         return cls(**POCKET)
 
 
-#: what Config.pocket() changes, and why (measured with benchmarks/ant_pocket.py; docs/recipes/ant.md):
-#: steps 2000: with Table 6's 250 steps at lr 5e-4 the masked parameters barely move on pocket
-POCKET: dict[str, Any] = {"steps": 2000}
+#: what Config.pocket() changes from paper(), and why (measured with benchmarks/ant_pocket.py; docs/recipes/ant.md (c)):
+#: - steps 2000: with Table 6's 250 steps at lr 5e-4 the masked parameters barely move on pocket (red 0.81 -> 0.03
+#:   from 250 to 2000 steps; a higher lr erases less than more steps at the same product);
+#: - maps 16 of the words alone: on pocket the intersection has no plateau within 100 maps, and 100 maps of prompts
+#:   in context leave 0.2 % of the UNet (13,013 parameters for red), too few to move the concept; 16 maps of the
+#:   words leave about 6 % (354,197 for red)
+POCKET: dict[str, Any] = {"steps": 2000, "maps": 16, "saliency_prompts": "words"}
 
 
 def pocket() -> Config:
