@@ -13,7 +13,8 @@ Each entry: a short ``name`` (no spaces or commas, so ``--set methods=uce,trce1`
 ``label`` the tables print, ``fit(model, concept, progress)``, whether it fine-tunes (``trained``:
 minutes on a CPU, not seconds) and a one-line ``summary`` of its settings. Where pocket needed
 settings other than the paper's, the method's own ``pocket()`` config says why
-(``trce.pocket()``, ``ant.pocket()``); ActErase uses App. A.3's tau (0.02 for styles, pocket's
+(``trce.pocket()``; ANT's entry is ``ant.fit(model, concept)`` itself, whose model-aware defaults are
+``ant.Config.pocket()`` on pocket); ActErase uses App. A.3's tau (0.02 for styles, pocket's
 textures; 0.01 otherwise). :func:`register` adds a method of your own (any ``fit`` returning an
 :class:`~circuits.methods.Erasure`), which the benchmark then accepts by name.
 """
