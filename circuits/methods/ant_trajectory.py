@@ -16,8 +16,9 @@ On noisy latents ``z_t`` of the concept's prompts (``eps*``, ``delta*``: the fro
   model's trajectories (the official code re-samples ``z_t`` with the model being trained).
 - **Timesteps on the sampling grid.** ``t1``/``t2`` are drawn uniformly from the grid points with
   ``t > t'`` / ``t <= t'``, and the UNet sees each latent at its own timestep. (The official code,
-  from ESD, feeds the UNet ``t = 1000 k / 50`` for the latent after ``k`` of 50 DDIM steps, so an
-  early, noisy latent is labelled with a small timestep; see ``docs/recipes/ant.md``.)
+  from ESD, feeds the UNet ``t ~ 1000 k / 50`` for the latent sampled ``till_T = k`` DDIM steps; read
+  as steps from the noise, an early, noisy latent is labelled with a small timestep; see
+  ``docs/recipes/ant.md``.)
 
 The config is any object with ``ant.Config``'s fields (this module does not import ``ant``).
 """
