@@ -54,6 +54,7 @@ from circuits.methods.ant_saliency import (
     saliency_mask,
     saliency_prompts,
     saliency_trajectories,
+    tensor_map,
 )  # fmt: skip
 from circuits.methods.ant_trajectory import Trajectories, ant_loss, collect, draw, first_rows, split
 from circuits.methods.common import ConfigError, config_dict, defaults_note, prepare, resolve_config
@@ -66,7 +67,7 @@ __all__ = [
     "PROMPTS", "THRESHOLDS", "Config", "ReversalStudy", "Saliency", "Trajectories", "ant_loss", "authors_map",
     "calibrate_gamma", "check_config", "collect", "concept_prompts", "draw", "first_rows", "fit", "intersect",
     "mask_digest", "parameter_names", "pocket", "reversal_study", "saliency", "saliency_map", "saliency_mask",
-    "saliency_prompts", "saliency_trajectories", "split", "train",
+    "saliency_prompts", "saliency_trajectories", "split", "tensor_map", "train",
 ]  # fmt: skip
 
 PROMPTS = ("templates", "words")
@@ -109,13 +110,14 @@ class Config:
     saliency_prompts: str = "templates"
     #: first seed of the maps' trajectories (as many follow as `maps` needs)
     saliency_seed: int = 0
-    #: "gamma" (Eq. 4: |grad| >= gamma) or "authors" (official generate_mask.py: smallest `fraction` per tensor)
+    #: "gamma" (Eq. 4: |grad| >= gamma), "tensor" (the largest `fraction` of each tensor) or "authors" (the
+    #: official generate_mask.py: the smallest `fraction` of each tensor)
     threshold: str = "gamma"
     #: Eq. 4's gamma (paper: no value given); None = calibrated on the first map to keep `gamma_density`
     gamma: float | None = None
     #: share of all considered parameters the first map keeps when gamma is calibrated (official share: 0.5)
     gamma_density: float = 0.5
-    #: per-tensor share of threshold="authors" (official threshold 0.5)
+    #: per-tensor share of threshold="tensor" / "authors" (official threshold 0.5)
     fraction: float = 0.5
     #: (t1, t2) pairs averaged in one saliency map (Eq. 4: one)
     saliency_draws: int = 1
@@ -139,13 +141,14 @@ class Config:
         return cls(**POCKET)
 
 
-#: what Config.pocket() changes from paper(), and why (measured with benchmarks/ant_pocket.py; docs/recipes/ant.md (c)):
+#: what Config.pocket() changes from paper(), and why (docs/recipes/ant.md (c)):
 #: - steps 2000: with Table 6's 250 steps at lr 5e-4 the masked parameters barely move on pocket (red 0.81 -> 0.03
 #:   from 250 to 2000 steps; a higher lr erases less than more steps at the same product);
-#: - maps 32: on pocket the intersection has no plateau within 100 maps; 100 maps leave 0.2 % of the UNet (13,013
-#:   parameters for red), 32 leave 1.4 % (84,056), the size of mask that erased red with 2000 steps before; a
-#:   mask of 8 maps of the words alone (11 %) broke preservation (ratio 0.26, tests/methods/test_ant_pocket.py)
-POCKET: dict[str, Any] = {"steps": 2000, "maps": 32}
+#: - the mask of the earlier catalog entry, measured to erase red and striped: 12 maps of the words alone, each the
+#:   largest half of every tensor (threshold="tensor"). Eq. 4's one gamma over 32 maps of prompts in context (84,056
+#:   parameters for red) barely moved red in a short fine-tune (1.00 -> 0.88), and over 8 word maps (11 % of the
+#:   UNet) it erased red but broke preservation (ratio 0.26); pocket has no plateau within 100 maps (b)
+POCKET: dict[str, Any] = {"steps": 2000, "maps": 12, "saliency_prompts": "words", "threshold": "tensor"}
 
 
 def pocket() -> Config:
@@ -229,8 +232,9 @@ def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, 
     trace.append({"kind": "mask", "sha256": sal.digest, "gamma": sal.gamma, "active": sal.active,
                   "considered": sal.considered, "tensors": len(deltas)})  # fmt: skip
     trace += [{"kind": "step", "step": i, "loss": loss} for i, loss in enumerate(losses)]
-    rule = (f"|grad| >= gamma = {sal.gamma:.3g} (Eq. 4)" if sal.gamma is not None
-            else f"the smallest {config.fraction:g} of each tensor (official generate_mask.py)")
+    rule = {"gamma": f"|grad| >= gamma = {sal.gamma or 0:.3g} (Eq. 4)",
+            "tensor": f"the largest {config.fraction:g} of each tensor",
+            "authors": f"the smallest {config.fraction:g} of each tensor (official generate_mask.py)"}[config.threshold]
     notes = [
         defaults_note(Config, model, given),
         f"saliency: {len(sal.curve)} maps ({len(set(sal.prompts))} prompts x {len(set(sal.seeds))} seeds), each "

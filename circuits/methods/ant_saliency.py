@@ -17,6 +17,9 @@ Decisions the paper leaves open (or the official code answers differently):
   (0.5 in ``paper()``, the share the official code keeps) and every later map is thresholded by the same
   gamma. ``gamma=<float>`` gives it absolutely. Large-gradient tensors thus keep more entries than
   small-gradient ones, unlike a fixed share of each tensor.
+- **threshold="tensor"** keeps the largest ``fraction`` of each tensor (circuits' earlier rule): on the
+  small pocket model it is what erases (``Config.pocket()``); Eq. 4's one gamma concentrates the mask in
+  few tensors, and at equal size that mask moved the concept less (``docs/recipes/ant.md`` (c)).
 - **threshold="authors"** reproduces the official ``generate_mask.py``: per tensor, the *smallest*
   ``fraction`` of ``|grad|`` (an ascending rank below ``fraction x size``), the opposite of Eq. 4 and
   of SalUn; kept as a named option to compare with the authors' released masks.
@@ -52,7 +55,7 @@ from circuits.models.diffusion import Diffusion
 if TYPE_CHECKING:
     from circuits.methods.ant import Config
 
-THRESHOLDS = ("gamma", "authors")
+THRESHOLDS = ("gamma", "tensor", "authors")
 #: torch.kthvalue on more entries than this is slow and memory-hungry: calibrate gamma on a fixed sample
 EXACT_LIMIT = 1 << 24
 
@@ -78,6 +81,21 @@ def authors_map(grads: Mapping[str, Tensor], fraction: float) -> dict[str, Tenso
         keep = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
         keep[torch.argsort(flat, stable=True)[: int(flat.numel() * fraction)]] = True
         masks[name] = keep.view(grad.shape)
+    return masks
+
+
+def tensor_map(grads: Mapping[str, Tensor], fraction: float) -> dict[str, Tensor]:
+    """The largest ``fraction`` of ``|grad|`` in *each* tensor (``ceil(fraction x size)`` entries; a zero
+    gradient is never kept): circuits' earlier rule, kept as ``threshold="tensor"`` because it is what
+    erases on pocket (``docs/recipes/ant.md`` (c))."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"tensor_map: fraction={fraction!r} must lie in (0, 1]")
+    masks = {}
+    for name, grad in grads.items():
+        flat = grad.detach().abs().flatten()
+        keep = torch.zeros(flat.shape, dtype=torch.bool, device=flat.device)
+        keep[torch.topk(flat, math.ceil(fraction * flat.numel()), sorted=False).indices] = True
+        masks[name] = (keep & (flat > 0)).view(grad.shape)
     return masks
 
 
@@ -189,6 +207,8 @@ def saliency(
             grads = {n: (g if g is not None else torch.zeros_like(p)) for (n, p), g in zip(named.items(), grads)}
             if config.threshold == "authors":
                 item = authors_map(grads, config.fraction)
+            elif config.threshold == "tensor":
+                item = tensor_map(grads, config.fraction)
             else:
                 if gamma[0] is None:
                     gamma[0] = calibrate_gamma(grads, config.gamma_density)
