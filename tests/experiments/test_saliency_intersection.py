@@ -19,12 +19,18 @@ from circuits.methods.common import config_dict
 EXPERIMENT = "saliency_intersection"
 
 
-def _check_entry(entry: dict, maps: int, density: float) -> None:
+def _check_entry(entry: dict, maps: int, acfg: dict) -> None:
     curve = entry["curve"]
     assert len(curve) == entry["maps"] == maps and len(entry["densities"]) == maps
     assert all(a >= b >= 0 for a, b in zip(curve, curve[1:]))
-    assert math.ceil(density * entry["considered"]) <= curve[0] <= 1.001 * density * entry["considered"] + 1
-    assert entry["gamma"] > 0 and entry["threshold"] == "gamma" and len(entry["mask_sha256"]) == 64
+    assert entry["threshold"] == acfg["threshold"] and len(entry["mask_sha256"]) == 64
+    if acfg["threshold"] == "gamma":  # Eq. 4: gamma calibrated so that the first map keeps gamma_density of all
+        density = acfg["gamma_density"]
+        assert math.ceil(density * entry["considered"]) <= curve[0] <= 1.001 * density * entry["considered"] + 1
+        assert entry["gamma"] > 0
+    else:  # a share of each tensor: at most ceil(fraction x size) per tensor
+        assert entry["gamma"] is None
+        assert 0 < curve[0] <= acfg["fraction"] * entry["considered"] + entry["tensors"]
     assert all(0 <= d <= 1 for d in entry["densities"])
     for grouping in ("groups", "kinds"):
         parts = entry[grouping]
@@ -39,8 +45,9 @@ def test_fast_run_on_pocket(fast) -> None:
     (entry,) = metrics["concepts"]
     assert entry["concept"] == "red" and entry["words"] == ["red", "crimson", "scarlet"]
     assert entry["prompts"] == config.maps and entry["seeds"] == 1  # fewer maps than prompts: first prompts, one seed
-    _check_entry(entry, config.maps, metrics["ant_config"]["gamma_density"])
-    assert metrics["ant_config"]["maps"] == config.maps and metrics["ant_config"]["steps"] == ant.Config.pocket().steps
+    _check_entry(entry, config.maps, metrics["ant_config"])
+    pocket = config_dict(ant.Config.pocket())  # on pocket: its defaults, with the fast run's overrides
+    assert metrics["ant_config"] == {**pocket, "maps": config.maps, "sample_steps": 6, "t_prime": 500.0}
     assert set(entry["kinds"]) <= set(KINDS) and metrics["groups"][0] == "conv_in"
     assert fast.headline == {f"red: active after {config.maps} maps": entry["curve"][-1]}
     assert any("too few maps" in note for note in fast.notes)
@@ -58,7 +65,7 @@ def test_the_experiment_draws_the_mask_fit_trains(fast) -> None:
     mask = next(row for row in erasure.trace if row["kind"] == "mask")
     assert mask["sha256"] == entry["mask_sha256"] and mask["gamma"] == entry["gamma"]
     assert [row["active"] for row in erasure.trace if row["kind"] == "saliency"] == entry["curve"]
-    other = run_experiment(EXPERIMENT, model=model, fast=True, gamma_density=0.2, progress=False)
+    other = run_experiment(EXPERIMENT, model=model, fast=True, maps=config.maps - 1, progress=False)
     assert other.metrics["concepts"][0]["mask_sha256"] != mask["sha256"]  # the digest tells masks apart
 
 
@@ -68,7 +75,7 @@ def test_runs_on_a_folder_with_templates(model) -> None:
     cat, dog = result.metrics["concepts"]
     assert cat["words"] == ["cat"] and cat["prompts"] == 2 and cat["seeds"] == 3 and dog["concept"] == "dog"
     for entry in (cat, dog):
-        _check_entry(entry, 5, ant.Config.paper().gamma_density)
+        _check_entry(entry, 5, result.metrics["ant_config"])
     assert result.metrics["ant_config"] == {**config_dict(ant.Config.paper()), **{
         "maps": 5, "sample_steps": 6, "t_prime": 500.0}}  # off pocket: the paper's defaults  # fmt: skip
     assert any("shrinks" in note for note in result.notes) and "cat: active after 5 maps" in result.headline

@@ -46,10 +46,18 @@ def test_authors_map_keeps_the_smallest_share_of_each_tensor() -> None:
     assert low["b"].tolist() == [[False, False], [True, True]]  # the zero gradients: the opposite of Eq. 4
 
 
+def test_tensor_map_keeps_the_largest_share_of_each_tensor() -> None:
+    grads = {"a": torch.tensor([0.1, -5.0, 0.0, 2.0, -0.3, 0.2]), "b": torch.tensor([[1e-3, -1e-4], [0.0, 0.0]])}
+    top = ant.tensor_map(grads, 0.5)
+    assert top["a"].tolist() == [False, True, False, True, True, False]  # |-5|, |2|, |-0.3|: the top half
+    assert top["b"].tolist() == [[True, True], [False, False]]  # every tensor keeps its share; zeros never
+    assert ant.Config.pocket().threshold == "tensor" and ant.Config.paper().threshold == "gamma"
+
+
 def test_saliency_thresholds_reject_bad_values() -> None:
     grads = {"a": torch.ones(3)}
     for call in (lambda: ant.saliency_map(grads, 0.0), lambda: ant.authors_map(grads, 0.0),
-                 lambda: ant.authors_map(grads, 1.5)):
+                 lambda: ant.authors_map(grads, 1.5), lambda: ant.tensor_map(grads, 0.0)):
         with pytest.raises(ConfigError, match="fraction|gamma"):
             call()
 
@@ -190,7 +198,7 @@ def test_bad_input_is_a_clear_error(model) -> None:
         ant.fit(model, CONCEPT, fraction=1.5)
     with pytest.raises(ConfigError, match="gamma"):
         ant.fit(model, CONCEPT, gamma=-1.0)
-    with pytest.raises(ConfigError, match="threshold='top'.*'gamma', 'authors'"):
+    with pytest.raises(ConfigError, match="threshold='top'.*'gamma', 'tensor', 'authors'"):
         ant.fit(model, CONCEPT, threshold="top")
     with pytest.raises(ConfigError, match="gamma_density=0"):
         ant.fit(model, CONCEPT, gamma_density=0)
