@@ -145,9 +145,9 @@ class Config:
 #: - steps 2000: with Table 6's 250 steps at lr 5e-4 the masked parameters barely move on pocket (red 0.81 -> 0.03
 #:   from 250 to 2000 steps; a higher lr erases less than more steps at the same product);
 #: - the mask of the earlier catalog entry, measured to erase red and striped: 12 maps of the words alone, each the
-#:   largest half of every tensor (threshold="tensor"). Eq. 4's one gamma over 32 maps of prompts in context (84,056
-#:   parameters for red) barely moved red in a short fine-tune (1.00 -> 0.88), and over 8 word maps (11 % of the
-#:   UNet) it erased red but broke preservation (ratio 0.26); pocket has no plateau within 100 maps (b)
+#:   largest half of every tensor (threshold="tensor"). paper()'s mask (Eq. 4's gamma, 100 maps) left green at 1.00
+#:   after 2000 steps; over 32 maps of prompts in context it moved red to 0.88 only in a short fine-tune, and over 8
+#:   word maps (11 % of the UNet) it erased red but broke preservation (ratio 0.26); pocket has no plateau (b)
 POCKET: dict[str, Any] = {"steps": 2000, "maps": 12, "saliency_prompts": "words", "threshold": "tensor"}
 
 

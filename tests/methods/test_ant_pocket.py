@@ -1,9 +1,9 @@
 """ANT erases on pocket: a short masked fine-tune lowers the oracle's rate of the erased colour and keeps the
 other attributes of other prompts (``circuits.pocket.report.erasure_report``).
 
-The settings are ``ant.Config.pocket()`` made short (250 steps at a higher lr), so the whole test
-takes about a minute on one core; ``docs/recipes/ant.md`` has the full-length numbers. The margins come
-from runs of this very test (measured: see the constants).
+The settings are ``ant.Config.pocket()`` made short (250 steps at a higher lr): 61 s of CPU on one
+thread (fit and evaluation); ``docs/recipes/ant.md`` has the full-length numbers. The margins come from
+a run of this very fit and evaluation (see the constants).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from circuits.pocket.report import erasure_report
 #: 0.99). Eq. 4's one gamma failed this test: 32 maps of prompts in context moved red only to 0.88; 8 maps of the
 #: words erased it (0.38) but broke preservation (ratio 0.26)
 SHORT = dict(steps=250, lr=2e-3, progress=False)
+#: measured (this test's settings): red 1.00 -> 0.31, synonyms 0.38, preservation 0.98 -> 0.94 (ratio 0.957)
 MAX_TARGET_AFTER = 0.6
 MIN_PRESERVATION_RATIO = 0.9
 
