@@ -120,9 +120,10 @@ def draw_saliency(result: Any) -> dict[str, Any]:
         ax.legend(frameon=False)
     figure.suptitle("concept-specific saliency: active parameters against intersected maps")
     add_caption(figure, caption_text(
-        result.config, ("prompts", "seeds", "fraction", "t_prime", "sample_steps"),
-        "one map per (prompt, seed) = the top fraction of |grad| of Eq. 3 per tensor; maps intersected in "
-        "(seed, prompt) order; right: share of each part's parameters still active (no point: none)"))
+        result.config, ("maps", "prompts", "threshold", "gamma", "gamma_density", "t_prime", "sample_steps"),
+        "one map per (prompt, seed) = |grad of Eq. 3| >= gamma (Eq. 4; None: ANT's defaults for the model), the "
+        "mask ant.fit trains; maps intersected in (seed, prompt) order; right: share of each part's parameters "
+        "still active (no point: none)"))
     return {"saliency_intersection": figure}
 
 

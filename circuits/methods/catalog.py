@@ -13,7 +13,8 @@ Each entry: a short ``name`` (no spaces or commas, so ``--set methods=uce,trce1`
 ``label`` the tables print, ``fit(model, concept, progress)``, whether it fine-tunes (``trained``:
 minutes on a CPU, not seconds) and a one-line ``summary`` of its settings. Where pocket needed
 settings other than the paper's, the method's own ``pocket()`` config says why
-(``trce.pocket()``, ``ant.pocket()``); ActErase calls ``acterase.fit(model, concept)``, which picks
+(``trce.pocket()``; ANT's entry is ``ant.fit(model, concept)`` itself, whose model-aware defaults are
+``ant.Config.pocket()`` on pocket); ActErase calls ``acterase.fit(model, concept)``, which picks
 ``acterase.Config.pocket()`` on pocket itself (App. A.3's tau 0.01 for every concept, one voted
 mask). :func:`register` adds a method of your own (any ``fit`` returning an
 :class:`~circuits.methods.Erasure`), which the benchmark then accepts by name.
@@ -95,7 +96,7 @@ def _acterase(**overrides) -> FitFn:
 def _ant(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
     from circuits.methods import ant
 
-    return ant.fit(model, concept, ant.pocket(), progress=progress)
+    return ant.fit(model, concept, progress=progress)  # the model-aware defaults: Config.pocket() on pocket
 
 
 _METHODS: dict[str, Method] = {}
@@ -136,7 +137,7 @@ register("acterase", "ActErase (FFN)", _acterase(),
          "ActErase Alg. 1 on the FFN hidden activations (WANDA score), acterase.Config.pocket() on pocket")
 register("acterase-xattn", "ActErase (cross-attention output)", _acterase(layers="cross_attention", score="magnitude"),
          "ActErase, the same settings on the cross-attention outputs (|x| score: WANDA needs a following weight)")
-register("ant", "ANT", _ant, "ANT, ant.pocket() (2000 masked fine-tune steps)", trained=True)
+register("ant", "ANT", _ant, "ANT, ant.fit's model-aware defaults (Config.pocket() on pocket)", trained=True)
 
 
 def names() -> tuple[str, ...]:

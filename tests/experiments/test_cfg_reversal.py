@@ -62,6 +62,22 @@ def test_study_images_equal_a_call_of_their_own(model) -> None:
     assert np.abs(np.asarray(study.images[300.0][3], dtype=np.int16) - np.asarray(alone, dtype=np.int16)).max() <= 1
 
 
+def test_study_samples_ddim_as_the_paper_whatever_the_models_scheduler(model, monkeypatch) -> None:
+    from diffusers import DDIMScheduler, PNDMScheduler
+
+    import circuits
+
+    monkeypatch.setattr(model, "scheduler", PNDMScheduler.from_config(model.scheduler.config))  # SD 1.x's own
+    study = ant.reversal_study(model, ["a red circle"], [300.0], steps=4)
+    ddim = DDIMScheduler.from_config(model.scheduler.config)
+    ddim.set_timesteps(4)
+    assert study.timesteps == [float(t) for t in ddim.timesteps]
+    plain = circuits.sample(model, ["a red circle"], seed=0, steps=4, scheduler="ddim", progress=False).images[0]
+    assert np.abs(np.asarray(study.baseline[0], dtype=np.int16) - np.asarray(plain, dtype=np.int16)).max() <= 1
+    own = ant.reversal_study(model, ["a red circle"], [300.0], steps=4, scheduler=None)
+    assert own.timesteps != study.timesteps
+
+
 def test_runs_on_a_folder_without_the_oracle(model) -> None:
     result = run_experiment("cfg_reversal", model=model, fast=True, prompts=("a red circle",), progress=False)
     assert not result.metrics["oracle"] and "kept_shape" not in result.metrics["rows"][0]

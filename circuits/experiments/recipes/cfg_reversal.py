@@ -19,6 +19,8 @@ Decisions:
   of the *silhouettes* (masks with their holes filled) are reported too; both are low even for
   near-identical images (0.5-0.6 at t' = 100 on pocket), since the foreground of striped and
   outlined 32 x 32 objects is thin, in pieces, and shifts by a pixel; the box is the robust one.
+- 50 DDIM steps, as the paper samples (Sec. 4.1), whatever the model's own scheduler
+  (``scheduler=None`` uses that one; pocket's own is DDIM).
 - ``t'`` is in the scheduler's timestep units (0-1000). The paper reverses at 25, 35 and 45 of 50
   steps; the figure labels each ``t'`` with the number of reversed steps for comparison.
 - On a model other than pocket only the latent cosine and the pixel difference are measured.
@@ -57,6 +59,8 @@ class CfgReversalConfig:
     t_primes: tuple[float, ...] = (100.0, 200.0, 300.0, 400.0, 500.0, 700.0, 860.0)
     #: denoising steps (the paper: 50)
     steps: int = 50
+    #: sampler (the paper: DDIM, Sec. 4.1); None = the model's own (PNDM on SD 1.x checkpoints)
+    scheduler: str | None = "ddim"
     #: CFG scale of both the plain and the reversed guidance
     guidance_scale: float = 7.5
     #: images per batched sampling call
@@ -87,7 +91,7 @@ def cfg_reversal(model: Diffusion, config: CfgReversalConfig) -> ExperimentResul
     _check(config)
     study = reversal_study(model, list(config.prompts), list(config.t_primes), seeds=list(config.seeds),
                            steps=config.steps, guidance_scale=config.guidance_scale, max_batch=config.max_batch,
-                           progress=show_progress())  # fmt: skip
+                           scheduler=config.scheduler, progress=show_progress())  # fmt: skip
     oracle = bool(study.reads)
     rows = sorted((_with_kept(row) for row in study.rows), key=lambda r: r["t_prime"])
     reference = _with_kept(study.reference)

@@ -11,21 +11,26 @@ parameters in each UNet part (block and kind of layer) along the way.
 
 Decisions:
 
-- ``maps`` per concept: the prompts are the concept's templates x words (the paper's GPT-4 prompts in
-  context; ``prompts="words"`` uses the words alone) and the seeds ``first_seed, first_seed + 1, ...``
-  as many as ``maps`` needs; the trajectories are cut to the first ``maps`` rows (seed-major: every
-  prompt with the first seed, then the next seed). On pocket ``red`` has 24 prompts (8 templates x 3
-  words: 4 seeds for 96 maps), ``circle`` and ``striped`` 8 (12 seeds). Fewer maps than prompts take
-  the first prompts with one seed.
-- Every other setting is ANT's (``ant.Config``: t' = 860, fraction 0.5 of each tensor, trajectories
-  of 50 DDIM steps at CFG 3, one ``(t1, t2)`` draw per map). The maps keep the largest gradients.
+- **The same mask as the fit.** The curve is drawn while :func:`circuits.methods.ant.saliency_mask`
+  computes ``M*``: the function ``ant.fit`` trains, with ANT's model-aware defaults
+  (``ant.Config.pocket()`` on pocket, ``ant.Config.paper()`` elsewhere) and this config's non-``None``
+  fields as overrides. ``metrics`` records the mask's SHA-256 (``mask_sha256``), which equals the one in
+  the Erasure's trace (``kind="mask"``) for the same concept and settings; a test checks it.
+- ``maps`` per concept: the prompts are the concept's templates x words (the paper's prompt variants
+  in context; ``prompts="words"`` uses the words alone) and the seeds ``first_seed, first_seed + 1, ...``
+  as many as ``maps`` needs; the trajectories are cut to the first ``maps`` rows (seed-major). On
+  pocket ``red`` has 24 prompts (8 templates x 3 words: 5 seeds for 100 maps), ``circle`` and
+  ``striped`` 8 (13 seeds). Fewer maps than prompts take the first prompts with one seed.
+- **Eq. 4's gamma**: one threshold for every parameter and map, calibrated on the first map to keep
+  ``gamma_density`` of all parameters unless ``gamma`` is given (``threshold="authors"``: the official
+  code's smallest half of each tensor). See :mod:`circuits.methods.ant_saliency`.
 - "Plateau": the notes call the curve flat at its end when the last quarter of the maps removes less
   than 10 % of what was active; otherwise they give the rate it still shrinks at. They also compare
-  with independent maps (``considered x fraction^k``), which shows how correlated the maps are.
+  with independent maps (``considered x density^k``, the first map's density), which shows how
+  correlated the maps are.
 - Off pocket a concept is a word; ``templates`` (with ``{}``) put it in context.
-- Cost: one UNet forward and backward of 4 rows per map plus sampling the trajectories. Measured on
-  pocket with one thread (CPU time): 30 s to sample 96 trajectories of 50 steps and 17 s for 96 maps;
-  the defaults (two concepts, 96 maps each) take 87 s with 2 threads on 2 nearly idle cores.
+- Cost: one UNet forward and backward of 4 rows per map plus sampling the trajectories (pocket, one
+  thread: about 30 s for 100 trajectories of 50 steps and 20 s for 100 maps).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from circuits.experiments.overrides import ConfigError
 from circuits.experiments.registry import experiment, show_progress
 from circuits.experiments.result import ExperimentResult
 from circuits.methods import ant
-from circuits.methods.common import prepare
+from circuits.methods.common import config_dict, prepare, resolve_config
 from circuits.methods.concept import Concept
 from circuits.models.diffusion import Diffusion
 
@@ -56,28 +61,51 @@ FLAT = 0.10
 
 @dataclass(frozen=True)
 class SaliencyIntersectionConfig:
+    """The concepts and any ANT settings to override (``None``: ANT's default for the model)."""
+
     #: concepts, one panel each (pocket words; off pocket any word, put in context by `templates`)
     concepts: tuple[str, ...] = ("red", "circle")
-    #: saliency maps intersected per concept (the paper's curves run to about 100)
-    maps: int = 96
-    #: the prompts c: "templates" (templates x words, prompts in context, as the paper's) or "words" (alone)
-    prompts: Literal["templates", "words"] = "templates"
+    #: saliency maps intersected per concept (None: ANT's, 100, where the paper's curves converge)
+    maps: int | None = None
+    #: the maps' prompts: "templates" (templates x words, prompts in context, as the paper's) or "words"
+    prompts: Literal["templates", "words"] | None = None
     #: templates with one {} for the word; empty = the pocket concept's own (off pocket: the word alone)
     templates: tuple[str, ...] = ()
     #: use the concept's synonyms as words too
-    synonyms: bool = True
+    synonyms: bool | None = None
     #: the first noise seed of the trajectories (as many follow as the maps need)
-    first_seed: int = 0
+    first_seed: int | None = None
     #: reversal timestep t' of Eq. 3 (Table 6: 860)
-    t_prime: float = 860.0
-    #: per-tensor fraction of the largest |grad| kept in each map (official threshold 0.5)
-    fraction: float = 0.5
+    t_prime: float | None = None
+    #: "gamma" (Eq. 4) or "authors" (the official code's smallest `fraction` of each tensor)
+    threshold: Literal["gamma", "authors"] | None = None
+    #: Eq. 4's absolute gamma (None: calibrated on the first map to keep `gamma_density`)
+    gamma: float | None = None
+    #: share of all parameters the first map keeps when gamma is calibrated
+    gamma_density: float | None = None
+    #: per-tensor share of threshold="authors"
+    fraction: float | None = None
     #: denoising steps of the trajectories (the paper: 50 DDIM steps)
-    sample_steps: int = 50
+    sample_steps: int | None = None
     #: CFG scale of the trajectories (official start_guidance = 3)
-    sample_guidance: float = 3.0
+    sample_guidance: float | None = None
     #: (t1, t2) pairs averaged in one map (Eq. 4: one)
-    saliency_draws: int = 1
+    saliency_draws: int | None = None
+
+
+#: experiment field -> ant.Config field
+FIELDS = {"maps": "maps", "prompts": "saliency_prompts", "synonyms": "synonyms", "first_seed": "saliency_seed",
+          "t_prime": "t_prime", "threshold": "threshold", "gamma": "gamma", "gamma_density": "gamma_density",
+          "fraction": "fraction", "sample_steps": "sample_steps", "sample_guidance": "sample_guidance",
+          "saliency_draws": "saliency_draws"}  # fmt: skip
+
+
+def ant_config(model: Diffusion, config: SaliencyIntersectionConfig) -> ant.Config:
+    """ANT's model-aware defaults with this config's non-``None`` fields: the config ``ant.fit`` would use."""
+    overrides = {FIELDS[k]: getattr(config, k) for k in FIELDS if getattr(config, k) is not None}
+    acfg = resolve_config(ant.Config, None, overrides, model)
+    ant.check_config(acfg)
+    return acfg
 
 
 def _check(config: SaliencyIntersectionConfig) -> None:
@@ -85,10 +113,12 @@ def _check(config: SaliencyIntersectionConfig) -> None:
         raise ConfigError("saliency_intersection: concepts is empty; name at least one (e.g. 'red')")
     if len(set(config.concepts)) != len(config.concepts):
         raise ConfigError(f"saliency_intersection: concepts={config.concepts!r} repeats a concept")
-    if config.maps < 1:
+    if config.maps is not None and config.maps < 1:
         raise ConfigError(f"saliency_intersection: maps={config.maps}; give at least 1 map per concept")
-    if not 0 < config.fraction <= 1:
-        raise ConfigError(f"saliency_intersection: fraction={config.fraction}; give a fraction in (0, 1]")
+    for name in ("fraction", "gamma_density"):
+        value = getattr(config, name)
+        if value is not None and not 0 < value <= 1:
+            raise ConfigError(f"saliency_intersection: {name}={value}; give a fraction in (0, 1]")
 
 
 def concept_for(model: Diffusion, word: str, config: SaliencyIntersectionConfig) -> Concept:
@@ -124,24 +154,10 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def _rows(traj: ant.Trajectories, count: int) -> ant.Trajectories:
-    """The first ``count`` (prompt, seed) rows of ``traj``."""
-    return dataclasses.replace(traj, latents=traj.latents[:, :count], eps_cond=traj.eps_cond[:, :count],
-                               eps_uncond=traj.eps_uncond[:, :count])  # fmt: skip
-
-
 def one_concept(model: Diffusion, word: str, config: SaliencyIntersectionConfig) -> dict[str, Any]:
-    """Sample the trajectories of one concept, make ``maps`` saliency maps, intersect them; the curve and its parts."""
+    """``ant.saliency_mask`` for one concept, with a per-map callback counting each UNet part; the curve and parts."""
     concept = prepare(model, concept_for(model, word, config))
-    base = ant.Config(t_prime=config.t_prime, fraction=config.fraction, sample_steps=config.sample_steps,
-                      sample_guidance=config.sample_guidance, saliency_draws=config.saliency_draws,
-                      prompts=config.prompts, synonyms=config.synonyms)  # fmt: skip
-    prompts = ant.concept_prompts(concept, base)[: config.maps]  # fewer maps than prompts: the first prompts, one seed
-    n_seeds = math.ceil(config.maps / len(prompts))
-    acfg = dataclasses.replace(base, seeds=tuple(range(config.first_seed, config.first_seed + n_seeds)))
-    ant.check_config(acfg)
-    traj = _rows(ant.collect(model, prompts, acfg, progress=show_progress()), config.maps)
-
+    acfg = ant_config(model, config)
     names = ant.parameter_names(model, acfg.params)
     sizes = {name: model.parameter(name).numel() for name in names}
     groups: dict[str, dict[str, Any]] = {}
@@ -158,16 +174,18 @@ def one_concept(model: Diffusion, word: str, config: SaliencyIntersectionConfig)
             for entry in parts.values():
                 entry["active"].append(sum(per_param[n] for n in entry["params"]))
 
-    sal = ant.saliency(model, traj, acfg, progress=show_progress(), on_map=count)
+    sal = ant.saliency_mask(model, concept, acfg, progress=show_progress(), on_map=count)
     for parts in groups.values():
         for entry in parts.values():
             del entry["params"]
     curve = sal.curve
-    independent = [sal.considered * config.fraction**k for k in range(1, len(curve) + 1)]
+    density = sal.densities[0]
+    independent = [sal.considered * density**k for k in range(1, len(curve) + 1)]
     return {
-        "concept": concept.name, "words": list(concept.words), "prompts": len(prompts), "seeds": n_seeds,
-        "maps": len(curve), "considered": sal.considered, "curve": curve, "densities": sal.densities,
-        "independent": independent, "tensors_active": sum(1 for m in sal.mask.values() if bool(m.any())),
+        "concept": concept.name, "words": list(concept.words), "prompts": len(set(sal.prompts)),
+        "seeds": len(set(sal.seeds)), "maps": len(curve), "considered": sal.considered, "curve": curve,
+        "densities": sal.densities, "independent": independent, "gamma": sal.gamma, "threshold": acfg.threshold,
+        "mask_sha256": sal.digest, "tensors_active": sum(1 for m in sal.mask.values() if bool(m.any())),
         "tensors": len(sal.mask), "groups": groups["blocks"], "kinds": groups["kinds"],
     }  # fmt: skip
 
@@ -181,7 +199,7 @@ def saliency_intersection(model: Diffusion, config: SaliencyIntersectionConfig) 
     order = [b for b in BLOCKS if any(b in e["groups"] for e in entries)]
     order += sorted({g for e in entries for g in e["groups"]} - set(order))
     metrics = {"concepts": entries, "groups": order, "kind_order": [k for k in KINDS if k in entries[0]["kinds"]],
-               "fraction": config.fraction}  # fmt: skip
+               "ant_config": config_dict(ant_config(model, config))}  # fmt: skip
     headline, notes = summarise(metrics)
     return ExperimentResult(metrics=metrics, headline=headline, notes=notes)
 
