@@ -112,5 +112,5 @@ def test_bad_settings_are_named(overrides, match) -> None:
 
 
 def test_unknown_pocket_concept_is_named() -> None:
-    with pytest.raises(ValueError, match="'banana' is not a pocket colour, shape or texture"):
+    with pytest.raises(ValueError, match="'banana' is not a pocket colour, shape, texture"):
         run_experiment("saliency_intersection", fast=True, concepts=("banana",), progress=False)

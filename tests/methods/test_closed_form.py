@@ -146,7 +146,7 @@ def test_bad_input_is_named(model) -> None:
         trce.fit(model, Concept("red"), positions="eos")
     with pytest.raises(ConfigError, match="projections"):
         uce.fit(model, Concept("red"), projections=("to_q",))
-    with pytest.raises(ConceptError, match="bare word names a concept only on the pocket model"):
+    with pytest.raises(ConceptError, match="bare word names a concept only on a model that knows its world's concepts"):
         uce.fit(model, "red")
 
 
