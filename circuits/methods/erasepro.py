@@ -61,8 +61,8 @@ TEXT_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 class Config:
     """ErasePro settings (defaults: Alg. 1, every text layer, then the UNet)."""
 
-    #: which token positions pair up (see circuits.methods.features)
-    positions: Positions = "all"
+    #: which token positions pair up (App. A.2: "the token embeddings corresponding to the prompt")
+    positions: Positions = "prompt_aligned"
     #: k for positions="first_k" (ErasePro-w: 5, -s: 8)
     k: int = 5
     #: first text layer edited, as a fraction of the depth (0 = layer 1; ErasePro-w: 4/12, the 5th of 12)
@@ -183,14 +183,12 @@ def trace(model: Diffusion, concept: Concept, config: Config, graph: Graph, step
     pairs = concept.pairs(synonyms=config.synonyms)
     t_pos = [align(model.tokenizer, pair, config.positions, config.k)[0] for pair in pairs]
     inputs = sorted({s.input_site for s in steps if s.input_site is not None})
-    if config.propagate == "updated":  # Alg. 1 solved on the edited model's own features: nothing to re-measure
-        seen = {s.input_site: s.x for s in steps if s.input_site is not None}
-        final = next((s.x for s in steps if s.input_site is None), None)
-    else:
-        with torch.no_grad(), intervene(model, graph + [Capture(site) for site in inputs]) as run:
-            edited_out = text_embeddings(model, [p.target for p in pairs])
-        seen = {site: gather_columns(run.captures[site][0], t_pos) for site in inputs}
-        final = gather_columns(edited_out, t_pos)
+    # measured on the edited model, not taken from the solver's own X: a solver that read the wrong features
+    # (the original model's where Alg. 1 wants the edited one's) shows up here as a residual
+    with torch.no_grad(), intervene(model, graph + [Capture(site) for site in inputs]) as run:
+        edited_out = text_embeddings(model, [p.target for p in pairs])
+    seen = {site: gather_columns(run.captures[site][0], t_pos) for site in inputs}
+    final = gather_columns(edited_out, t_pos)
     features: dict[int, LayerFeatures] = {}
     rows = []
     for s in steps:

@@ -39,7 +39,8 @@ def _embed(model, prompts):
 
 
 def test_uce_equals_the_argmin_of_its_objective(model64) -> None:
-    erasure = uce.fit(model64, CONCEPT, positions="eot", reg=0.7, preserve_weight=2.0)
+    erasure = uce.fit(model64, CONCEPT, positions="eot", reg=0.7, preserve_scale=2.0, null_text=False,
+                       preserve_positions="eot")
     pairs = CONCEPT.pairs()
     tok = model64.tokenizer
     targets, anchors = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
