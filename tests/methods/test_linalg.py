@@ -99,7 +99,7 @@ def test_pinv_cut_off_is_rtol_times_the_largest_singular_value(shape: tuple[int,
     The singular values straddle both readings: with rtol = 1e-3, 1e-2 and 2e-3 are kept, 1e-4 is cut;
     comparing eigenvalues against rtol (not rtol^2) would also cut 1e-2 and 2e-3 (rank 2, not 4).
     """
-    from circuits.methods.linalg import AnchorMap, DEFAULT_RTOL, numerical_rank, pinv
+    from circuits.methods.linalg import DEFAULT_RTOL, AnchorMap, numerical_rank, pinv
 
     assert DEFAULT_RTOL == 1e-3
     matrix = _with_singular_values(*shape, [1.0, 0.3, 1e-2, 2e-3, 1e-4])
