@@ -6,6 +6,11 @@ For each pocket concept (empty anchor) and each method, fits with no config (so 
 :func:`circuits.methods.common.model_defaults`) and measures the erased rate and the preservation
 ratio with :func:`circuits.pocket.report.erasure_report` (the same measure as ``docs/methods.md``).
 ``--set uce:reg=1.0`` style overrides try a variant. The goal: erased rate <= 0.2, preservation ratio >= 0.9.
+
+    HF_HUB_OFFLINE=1 python benchmarks/closed_form_defaults.py --residuals [--set erasepro:rtol=1e-4]
+
+prints ErasePro's residual per layer (k projections), measured on the edited model, for red, circle and
+striped with the default columns and with ``positions="all"`` (the table in ``docs/recipes/erasepro.md``).
 """
 
 from __future__ import annotations
@@ -48,10 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--residuals", action="store_true", help="print ErasePro's residual per layer and stop")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     overrides = _overrides(args.set)
     model = circuits.load("pocket")
+    if args.residuals:
+        return print_residuals(model, overrides.get("erasepro", {}))
     rows = []
     for name in args.concepts:
         concept = pocket_concept(name)
@@ -66,6 +74,22 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1], default=str), flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
+    return 0
+
+
+def print_residuals(model, overrides: dict) -> int:
+    runs = {}
+    for word in ("red", "circle", "striped"):
+        for label, positions in (("default", {}), ("`\"all\"`", {"positions": "all"})):
+            erasure = erasepro.fit(model, pocket_concept(word), **{**overrides, **positions})
+            keys = ("k_proj.weight", "to_k.weight")
+            runs[f"{word} ({label})"] = [r for r in erasure.trace if r["param"].endswith(keys)]
+    first = next(iter(runs.values()))
+    print("| layer | " + " | ".join(runs) + " |")
+    print("|---" * (len(runs) + 1) + "|")
+    for i, row in enumerate(first):
+        cells = [f"{rows[i]['residual']:.1e} (rank {rows[i]['rank']}/{rows[i]['columns']})" for rows in runs.values()]
+        print(f"| {row['stage']} {row['layer']} | " + " | ".join(cells) + " |")
     return 0
 
 
