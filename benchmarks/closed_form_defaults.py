@@ -9,8 +9,11 @@ ratio with :func:`circuits.pocket.report.erasure_report` (the same measure as ``
 
     HF_HUB_OFFLINE=1 python benchmarks/closed_form_defaults.py --residuals [--set erasepro:rtol=1e-4]
 
-prints ErasePro's residual per layer (k projections), measured on the edited model, for red, circle and
-striped with the default columns and with ``positions="all"`` (the table in ``docs/recipes/erasepro.md``).
+    python benchmarks/closed_form_defaults.py --render benchmarks/results_closed_form_defaults.json
+
+prints the markdown table of a saved run; ``--residuals`` prints ErasePro's residual per layer (k
+projections), measured on the edited model, for red, circle and striped with the default columns
+and with ``positions="all"`` (the table in ``docs/recipes/erasepro.md``).
 """
 
 from __future__ import annotations
@@ -54,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--json", default=None)
     parser.add_argument("--residuals", action="store_true", help="print ErasePro's residual per layer and stop")
+    parser.add_argument("--render", metavar="JSON", help="print the markdown table of a saved --json run")
     args = parser.parse_args(argv)
+    if args.render:
+        return render(json.loads(Path(args.render).read_text())["rows"])
     torch.set_num_threads(1)
     overrides = _overrides(args.set)
     model = circuits.load("pocket")
@@ -74,6 +80,21 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(rows[-1], default=str), flush=True)
             if args.json:
                 Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1, default=str))
+    return 0
+
+
+def render(rows: list[dict]) -> int:
+    """One markdown row per (concept, method); "goal" when erased <= 0.2 and preservation ratio >= 0.9."""
+    print("| concept | method | target before → after | synonyms after | unnamed (floor) | preservation before → after "
+          "(ratio) | goal |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        synonyms = "–" if r["synonyms_after"] is None else f"{r['synonyms_after']:.2f}"
+        goal = "met" if r["target_after"] <= 0.2 and r["preservation_ratio"] >= 0.9 else "missed"
+        print(f"| {r['concept']} | {r['method']} | {r['target_before']:.2f} → **{r['target_after']:.2f}** | "
+              f"{synonyms} | "
+              f"{r['unnamed_rate']:.2f} | {r['preservation_before']:.2f} → {r['preservation_after']:.2f} "
+              f"(**{r['preservation_ratio']:.2f}**) | {goal} |")
     return 0
 
 

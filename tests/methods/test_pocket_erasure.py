@@ -43,3 +43,18 @@ def test_default_fit_erases_striped_and_keeps_the_rest(pocket, method: str) -> N
     assert summary["target_before"] >= 0.75, summary  # the unedited model draws it
     assert summary["target_after"] <= most_erased, summary
     assert summary["preservation_ratio"] >= least_kept, summary
+
+
+@pytest.mark.parametrize(("entry", "fit"), [("uce+preservation", uce.fit), ("erasepro", erasepro.fit)])
+def test_the_catalog_entry_is_the_plain_fit(pocket, entry: str, fit) -> None:
+    """The catalog holds no settings of its own: its entry and ``fit(model, concept)`` make the same edits."""
+    import torch
+
+    from circuits.methods import catalog
+
+    concept = pocket_concept("circle")
+    ours, theirs = fit(pocket, concept), catalog.fit(entry, pocket, concept)
+    assert ours.config == theirs.config
+    assert [e.param for e in ours.graph] == [e.param for e in theirs.graph]
+    for mine, other in zip(ours.graph, theirs.graph):
+        torch.testing.assert_close(mine.delta, other.delta)
