@@ -119,10 +119,11 @@ def unregister(name: str) -> None:
     _METHODS.pop(name, None)
 
 
-register("uce", "UCE", _uce(), "UCE Eq. 1-2 on every cross-attention K/V, lambda 1, no preservation")
-register("uce+preservation", "UCE + preservation", _uce(preserve_weight=1.0),
-         "UCE with the concept's preservation prompts pinned (weight 1)")
-register("erasepro", "ErasePro", _erasepro(), "ErasePro Alg. 1, zero-residual text Q/K/V then UNet K/V")
+register("uce", "UCE", _uce(preservation=False),
+         "UCE as the authors' code runs it with no preservation concept (only '' retained), as ErasePro ran it")
+register("uce+preservation", "UCE + preservation", _uce(),
+         "uce.fit defaults: the authors' code with the concept's preservation prompts retained")
+register("erasepro", "ErasePro", _erasepro(), "erasepro.fit defaults: Alg. 1, text Q/K/V then UNet K/V, prompt tokens")
 register("erasepro-w", "ErasePro-w", _erasepro(weak=True), "ErasePro-w (App. A.2): Alg. 2, first 5 positions")
 register("trce1", "TRCE stage 1", _trce_stage1(), "TRCE stage 1: closed-form K/V at the first [EoT]")
 register("trce1-eot-all", "TRCE stage 1, every [EoT]", _trce_stage1("eot_all"),

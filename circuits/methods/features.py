@@ -17,10 +17,23 @@ there (TRCE Table 4 ablates it):
                    anchor must have the same token count (ErasePro's "token embeddings of the prompt").
 ``"first_k"``      the first ``k`` positions, position by position (ErasePro Alg. 2, -w / -s).
 ``"all"``          every position of the padded sequence, position by position.
+``"word_to_end"``  UCE's official code: from the target word's last sub-token to the end of the padded
+                   sequence, paired with the anchor from the anchor word's last sub-token on (for an
+                   empty anchor, the token just before the gap: [SoT] when the template is ``"{}"``);
+                   ``len - max(start_t, start_a)`` pairs, as ``train_erase.py`` slices them.
+``"prompt_aligned"`` the target prompt's own tokens, [SoT] to its first [EoT] (ErasePro App. A.2's "token
+                   embeddings corresponding to the prompt"), each paired with the anchor token that
+                   plays its part: the shared prefix with itself, the shared suffix and [EoT] with the
+                   anchor's (shifted when the words differ in length), every piece of the target word
+                   with the anchor word's last piece (empty anchor: the [SoT], as ``"keyword"``).
 =================  ==================================================================================
 
+The last two find the word as the tokens where target and anchor prompts differ (the longest common
+token prefix and suffix), so they need no word search and work for any template.
+
 Preservation prompts map onto themselves at the positions the same mode selects (words for the
-keyword modes). Positions always come from the tokenizer, never from word counts.
+keyword modes; every position for ``"word_to_end"``, as UCE's code keeps them). Positions always
+come from the tokenizer, never from word counts.
 """
 
 from __future__ import annotations
@@ -36,7 +49,9 @@ from circuits.errors import did_you_mean
 from circuits.methods.concept import ConceptError, PromptPair
 from circuits.tokens import TokenLayout, layout
 
-Positions = Literal["eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all"]
+Positions = Literal[
+    "eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all", "word_to_end", "prompt_aligned"
+]
 POSITIONS: tuple[str, ...] = get_args(Positions)
 
 
@@ -57,6 +72,48 @@ def _last_piece(lay: TokenLayout, word: str) -> int:
 def _eot_pairs(t: TokenLayout, a: TokenLayout) -> tuple[list[int], list[int]]:
     count = t.length - max(t.first_eot, a.first_eot)
     return [t.first_eot + j for j in range(count)], [a.first_eot + j for j in range(count)]
+
+
+def word_spans(t: TokenLayout, a: TokenLayout) -> tuple[int, int, int]:
+    """``(prefix, end_t, end_a)``: target and anchor share tokens ``[0, prefix)`` and everything from
+    ``end_t`` (target) / ``end_a`` (anchor) to their first [EoT]; the words are ``[prefix, end_t)`` and
+    ``[prefix, end_a)`` (the anchor's may be empty). [SoT] always counts as shared."""
+    ids_t, ids_a = t.input_ids[: t.first_eot], a.input_ids[: a.first_eot]
+    prefix = 1
+    while prefix < min(len(ids_t), len(ids_a)) and ids_t[prefix] == ids_a[prefix]:
+        prefix += 1
+    suffix = 0
+    while (suffix < min(len(ids_t), len(ids_a)) - prefix
+           and ids_t[len(ids_t) - 1 - suffix] == ids_a[len(ids_a) - 1 - suffix]):
+        suffix += 1
+    end_t, end_a = len(ids_t) - suffix, len(ids_a) - suffix
+    if end_t == prefix:
+        raise ConceptError(
+            f"the target prompt {t.prompt!r} and its anchor {a.prompt!r} have no differing tokens: "
+            "the target word must change the prompt"
+        )
+    return prefix, end_t, end_a
+
+
+def _word_to_end(t: TokenLayout, a: TokenLayout) -> tuple[list[int], list[int]]:
+    # train_erase.py: old_emb[f_t : L - max(0, far - f_t)] with new_emb[f_a : L - max(0, far - f_a)], f the
+    # prompt's last word token (attention_mask.sum() - 2); its templates end with the concept, so that token
+    # is the word's last piece, and an empty anchor (' ') gives f_a = 0, the [SoT]
+    prefix, end_t, end_a = word_spans(t, a)
+    start_t, start_a = end_t - 1, end_a - 1  # end_a - 1 = prefix - 1 (the token before the gap) when empty
+    count = t.length - max(start_t, start_a)
+    return [start_t + j for j in range(count)], [start_a + j for j in range(count)]
+
+
+def _prompt_aligned(t: TokenLayout, a: TokenLayout) -> tuple[list[int], list[int]]:
+    prefix, end_t, end_a = word_spans(t, a)
+    target = list(range(t.first_eot + 1))
+    # the anchor word's last piece; for an empty anchor the [SoT], which carries no content. Not the token
+    # before the gap: at text layer 0 a column is (token, position) alone, so "circle" at position 4 would be
+    # sent to "yellow" by one template and to "blue" by another, and Eq. 5 would have no exact solution
+    anchor_word = end_a - 1 if end_a > prefix else 0
+    anchor = [p if p < prefix else anchor_word if p < end_t else p - end_t + end_a for p in target]
+    return target, anchor
 
 
 def align(tokenizer: Any, pair: PromptPair, positions: str, k: int = 5) -> tuple[list[int], list[int]]:
@@ -88,6 +145,10 @@ def align(tokenizer: Any, pair: PromptPair, positions: str, k: int = 5) -> tuple
         return list(range(k)), list(range(k))
     if positions == "all":
         return list(range(t.length)), list(range(a.length))
+    if positions == "word_to_end":
+        return _word_to_end(t, a)
+    if positions == "prompt_aligned":
+        return _prompt_aligned(t, a)
     check_positions(positions, "align")
     raise AssertionError("unreachable")
 
@@ -99,8 +160,10 @@ def preserved_positions(tokenizer: Any, prompt: str, positions: str, k: int = 5)
         return lay.words or [lay.first_eot]
     if positions == "keyword+eot":
         return lay.words + lay.eot_all
-    if positions == "prompt":
+    if positions in ("prompt", "prompt_aligned"):
         return list(range(lay.first_eot + 1))
+    if positions == "word_to_end":  # UCE's code keeps its retain prompts at every position
+        return list(range(lay.length))
     pair = PromptPair(prompt, prompt, "", "")
     return align(tokenizer, pair, positions, k)[0]
 

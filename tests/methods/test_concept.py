@@ -91,4 +91,4 @@ def test_pocket_concepts_are_reachable_from_a_bare_import() -> None:
     code = "import circuits; c = circuits.pocket.concept('red'); print(c.name, circuits.methods.uce.Config().reg)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["red", "1.0"]
+    assert done.stdout.split() == ["red", "0.5"]

@@ -82,3 +82,32 @@ def test_anchor_map_equals_the_weight_space_solutions(columns: int, deficient: b
         expected = solve_edit(w0, x, w0 @ y, reg=reg)
         torch.testing.assert_close(w0 + amap.delta(w0), expected.weight, rtol=1e-9, atol=1e-9)
         assert amap.rank == expected.rank
+
+
+def _with_singular_values(rows: int, cols: int, values: list[float], seed: int = 3) -> torch.Tensor:
+    """A ``rows x cols`` matrix whose singular values are exactly ``values`` (random orthonormal frames)."""
+    generator = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(rows, len(values), generator=generator, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(cols, len(values), generator=generator, dtype=torch.float64)).Q
+    return u @ torch.diag(torch.tensor(values, dtype=torch.float64)) @ v.T
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (5, 12)])  # tall (X^T X path) and wide (X X^T path)
+def test_pinv_cut_off_is_rtol_times_the_largest_singular_value(shape: tuple[int, int]) -> None:
+    """The documented rule: keep sigma_i >= rtol * sigma_max (on the Gram matrix: lambda_i >= rtol^2 lambda_max).
+
+    The singular values straddle both readings: with rtol = 1e-3, 1e-2 and 2e-3 are kept, 1e-4 is cut;
+    comparing eigenvalues against rtol (not rtol^2) would also cut 1e-2 and 2e-3 (rank 2, not 4).
+    """
+    from circuits.methods.linalg import DEFAULT_RTOL, AnchorMap, numerical_rank, pinv
+
+    assert DEFAULT_RTOL == 1e-3
+    matrix = _with_singular_values(*shape, [1.0, 0.3, 1e-2, 2e-3, 1e-4])
+    inverse, rank = pinv(matrix, rtol=1e-3)
+    assert rank == 4 == int(torch.linalg.matrix_rank(matrix, rtol=1e-3)) == numerical_rank(matrix, 1e-3)
+    torch.testing.assert_close(inverse, torch.linalg.pinv(matrix, rtol=1e-3), rtol=1e-8, atol=1e-8)
+    assert pinv(matrix, rtol=3e-2)[1] == 2  # 1e-2 < 3e-2: cut
+    torch.testing.assert_close(pinv(matrix, rtol=3e-2)[0], torch.linalg.pinv(matrix, rtol=3e-2), rtol=1e-8, atol=1e-8)
+    if shape[0] > 8:  # as features (d = 12 rows, 5 token columns), AnchorMap keeps the same rank
+        anchors = torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        assert AnchorMap.fit(matrix, anchors, rtol=1e-3).rank == 4
