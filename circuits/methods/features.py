@@ -17,6 +17,10 @@ there (TRCE Table 4 ablates it):
                    anchor must have the same token count (ErasePro's "token embeddings of the prompt").
 ``"first_k"``      the first ``k`` positions, position by position (ErasePro Alg. 2, -w / -s).
 ``"all"``          every position of the padded sequence, position by position.
+``"eot+key"``      the first [EoT] and the keyword (its last sub-token, paired as in ``"keyword"``):
+                   TRCE Table 4's [EoT]+[KEY] row.
+``"eot+sot"``      the first [EoT] and the [SoT] (TRCE Table 4's [EoT]+[SoT]).
+``"eot+sot+key"``  the first [EoT], the [SoT] and the keyword (TRCE Table 4's [EoT]+[SoT]+[KEY]).
 =================  ==================================================================================
 
 Preservation prompts map onto themselves at the positions the same mode selects (words for the
@@ -36,7 +40,11 @@ from circuits.errors import did_you_mean
 from circuits.methods.concept import ConceptError, PromptPair
 from circuits.tokens import TokenLayout, layout
 
-Positions = Literal["eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all"]
+Positions = Literal["eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all", "eot+key", "eot+sot",
+                    "eot+sot+key"]
+#: the TRCE Table 4 modes: which of [SoT], first [EoT], [KEY] each maps (in that column order)
+_TABLE4: dict[str, tuple[bool, bool]] = {"eot+key": (False, True), "eot+sot": (True, False),
+                                         "eot+sot+key": (True, True)}
 POSITIONS: tuple[str, ...] = get_args(Positions)
 
 
@@ -88,6 +96,13 @@ def align(tokenizer: Any, pair: PromptPair, positions: str, k: int = 5) -> tuple
         return list(range(k)), list(range(k))
     if positions == "all":
         return list(range(t.length)), list(range(a.length))
+    if positions in _TABLE4:
+        sot, key = _TABLE4[positions]
+        target_pos, anchor_pos = ([0], [0]) if sot else ([], [])
+        if key:
+            key_t, key_a = align(tokenizer, pair, "keyword", k)
+            target_pos, anchor_pos = target_pos + key_t, anchor_pos + key_a
+        return target_pos + [t.first_eot], anchor_pos + [a.first_eot]
     check_positions(positions, "align")
     raise AssertionError("unreachable")
 
@@ -101,6 +116,9 @@ def preserved_positions(tokenizer: Any, prompt: str, positions: str, k: int = 5)
         return lay.words + lay.eot_all
     if positions == "prompt":
         return list(range(lay.first_eot + 1))
+    if positions in _TABLE4:  # the same kinds of token: [SoT], the words (as "keyword"), the first [EoT]
+        sot, key = _TABLE4[positions]
+        return ([0] if sot else []) + (lay.words if key else []) + [lay.first_eot]
     pair = PromptPair(prompt, prompt, "", "")
     return align(tokenizer, pair, positions, k)[0]
 
