@@ -110,6 +110,8 @@ class Config:
     beta: float = 15.0
     #: weight lambda of the preservation loss (Eq. 9; 100)
     preserve_weight: float = 100.0
+    #: Eq. 9's reference null prediction: "original" (the paper's epsilon_theta) or "stage1" (the authors' code)
+    preserve_reference: str = "original"
     #: margin of the triplet loss (Eq. 8; 0.01), on squared distances taken as means over latent elements
     margin: float = 0.01
     #: Adam learning rate (1e-6; does nothing measurable on pocket, see pocket())
@@ -169,6 +171,9 @@ def check(config: Config) -> None:
         raise ConfigError(f"trce.Config.preservation_positions={config.preservation_positions!r}: give one of "
                           f"{PRESERVATION_POSITIONS} (every position of each preservation prompt, or those "
                           "`positions` selects)")
+    if config.preserve_reference not in ("original", "stage1"):
+        raise ConfigError(f"trce.Config.preserve_reference={config.preserve_reference!r}: give 'original' (Eq. 9) "
+                          "or 'stage1' (the authors' code)")
     if config.eta < 0:
         raise ConfigError(f"trce.Config.eta={config.eta!r} must be >= 0")
     positive = {"lr": config.lr, "epochs": config.epochs, "trajectories": config.trajectories,
