@@ -48,7 +48,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -97,7 +97,7 @@ class Config:
     eta: float = 0.01
     #: positions of the preservation prompts kept: "all" (every position, as the authors' COCO cache) or "same"
     #: (those ``positions`` selects: the paper's "first [EoT] of each prompt")
-    preservation_positions: str = "all"
+    preservation_positions: Literal["all", "same"] = "all"
     #: cross-attention projections refined
     projections: tuple[str, ...] = ("to_k", "to_v")
     #: singular values below rtol * largest count as zero when A A^T is singular
@@ -111,7 +111,7 @@ class Config:
     #: weight lambda of the preservation loss (Eq. 9; 100)
     preserve_weight: float = 100.0
     #: Eq. 9's reference null prediction: "original" (the paper's epsilon_theta) or "stage1" (the authors' code)
-    preserve_reference: str = "original"
+    preserve_reference: Literal["original", "stage1"] = "original"
     #: margin of the triplet loss (Eq. 8; 0.01), on squared distances taken as means over latent elements
     margin: float = 0.01
     #: Adam learning rate (1e-6; does nothing measurable on pocket, see pocket())
