@@ -193,9 +193,9 @@ def check(config: Config) -> None:
 
 def stage1_columns(
     model: Diffusion, concept: Concept, config: Config
-) -> tuple[Float[Tensor, "d n"], Float[Tensor, "d n"], int]:
-    """``A`` and ``Y`` (``B = W Y``) of Eq. 4 as weighted columns (App. C.1's normalisation), and how many of
-    the columns are malicious ones (they come first; the preservation columns follow).
+) -> tuple[Float[Tensor, "d n"], Float[Tensor, "d n"], int, float]:
+    """``A`` and ``Y`` (``B = W Y``) of Eq. 4 as weighted columns (App. C.1's normalisation), how many of
+    the columns are malicious ones (they come first; the preservation columns follow), and their weight.
 
     The malicious columns are divided by ``sqrt(n)`` (``n`` prompt pairs) and the preservation columns
     multiplied by ``sqrt(eta / q)`` (``q`` preservation prompts), so ``A A^T`` is the bracket Eq. 5 inverts
@@ -212,16 +212,17 @@ def stage1_columns(
     erase, keep = 1.0 / math.sqrt(len(pairs)), math.sqrt(config.eta / max(len(prompts), 1))
     inputs = torch.cat([erase * malicious, keep * preserved], dim=1)
     wanted = torch.cat([erase * safe, keep * preserved], dim=1)
-    return inputs, wanted, malicious.shape[1]
+    return inputs, wanted, malicious.shape[1], erase
 
 
 def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[dict], list[str]]:
     """Eq. 5 (normalised) on every cross-attention K/V: the edits, a trace row per projection, and notes."""
-    inputs, wanted, split = stage1_columns(model, concept, config)
+    inputs, wanted, split, weight = stage1_columns(model, concept, config)
     graph, rows, notes = Graph(), [], []
     amap = AnchorMap.fit(inputs, wanted, reg=0.0, rtol=config.rtol)  # one W' = W M for every K/V
-    # residuals are relative, so the trace reads the same with the 1/sqrt(n) weights left on
-    erased = LayerFeatures(inputs[:, :split], inputs[:, :split], wanted[:, :split], amap)
+    # the trace's distances are read on the embeddings themselves, without the 1/sqrt(n) weight
+    target, anchor = inputs[:, :split] / weight, wanted[:, :split] / weight
+    erased = LayerFeatures(target, target, anchor, amap)
     preserved = inputs[:, split:]
     kept = LayerFeatures(preserved, preserved, preserved, amap) if preserved.shape[1] else None
     for number, param in enumerate(cross_attention_params(model, config.projections)):
