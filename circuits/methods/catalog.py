@@ -13,10 +13,12 @@ Each entry: a short ``name`` (no spaces or commas, so ``--set methods=uce,trce1`
 ``label`` the tables print, ``fit(model, concept, progress)``, whether it fine-tunes (``trained``:
 minutes on a CPU, not seconds) and a one-line ``summary`` of its settings. Where pocket needed
 settings other than the paper's, the method's own ``pocket()`` config says why
-(``trce.pocket()``; ANT's entry is ``ant.fit(model, concept)`` itself, whose model-aware defaults are
-``ant.Config.pocket()`` on pocket); ActErase calls ``acterase.fit(model, concept)``, which picks
-``acterase.Config.pocket()`` on pocket itself (App. A.3's tau 0.01 for every concept, one voted
-mask). :func:`register` adds a method of your own (any ``fit`` returning an
+(``trce.Config.pocket()``, which ``trce.fit`` uses by itself on pocket; ANT's entry is ``ant.fit(model,
+concept)`` itself, whose model-aware defaults are ``ant.Config.pocket()`` on pocket); ActErase calls
+``acterase.fit(model, concept)``, which picks ``acterase.Config.pocket()`` on pocket itself (App. A.3's tau
+0.01 for every concept, one voted mask). TRCE Table 4's rows, at its eta = 0.001: ``trce1-table4-eot``,
+``trce1-keyword``, ``trce1-eot-key``, ``trce1-eot-sot``, ``trce1-eot-sot-key`` (``trce1-eot-all`` /
+``trce1-all`` are ours). :func:`register` adds a method of your own (any ``fit`` returning an
 :class:`~circuits.methods.Erasure`), which the benchmark then accepts by name.
 """
 
@@ -69,19 +71,23 @@ def _erasepro(weak: bool = False) -> FitFn:
     return fit
 
 
-def _trce_stage1(positions: str = "eot") -> FitFn:
+def _trce_stage1(**overrides) -> FitFn:
     def fit(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
         from circuits.methods import trce
 
-        return trce.fit(model, concept, stages=("text",), positions=positions)
+        return trce.fit(model, concept, stages=("text",), **overrides)  # the model's defaults (Config.pocket())
 
     return fit
+
+
+#: TRCE Table 4's ablation: which tokens stage 1 maps, at eta = 0.001 (the table's caption)
+TRCE_TABLE4_ETA = 0.001
 
 
 def _trce(model: Diffusion, concept: Concept, progress: bool) -> Erasure:
     from circuits.methods import trce
 
-    return trce.fit(model, concept, trce.pocket(), progress=progress)
+    return trce.fit(model, concept, progress=progress)  # the model's defaults: Config.pocket() on pocket
 
 
 def _acterase(**overrides) -> FitFn:
@@ -125,15 +131,24 @@ register("uce+preservation", "UCE + preservation", _uce(),
          "uce.fit defaults: the authors' code with the concept's preservation prompts retained")
 register("erasepro", "ErasePro", _erasepro(), "erasepro.fit defaults: Alg. 1, text Q/K/V then UNet K/V, prompt tokens")
 register("erasepro-w", "ErasePro-w", _erasepro(weak=True), "ErasePro-w (App. A.2): Alg. 2, first 5 positions")
-register("trce1", "TRCE stage 1", _trce_stage1(), "TRCE stage 1: closed-form K/V at the first [EoT]")
-register("trce1-eot-all", "TRCE stage 1, every [EoT]", _trce_stage1("eot_all"),
-         "TRCE stage 1 mapping every [EoT] (Table 4 ablation)")
-register("trce1-all", "TRCE stage 1, whole sequence", _trce_stage1("all"),
-         "TRCE stage 1 mapping every position (Table 4 ablation)")
-register("trce1-keyword", "TRCE stage 1, keyword", _trce_stage1("keyword"),
-         "TRCE stage 1 mapping the keyword only (Table 4 ablation)")
-register("trce", "TRCE stage 1 + 2", _trce, "TRCE both stages, trce.pocket() (stage 2: lr 1e-4, 25 steps)",
-         trained=True)
+register("trce1", "TRCE stage 1", _trce_stage1(), "TRCE stage 1: closed-form K/V at the first [EoT], eta 0.01")
+register("trce1-eot-all", "TRCE stage 1, every [EoT]", _trce_stage1(positions="eot_all"),
+         "TRCE stage 1 mapping every [EoT] (ours, not one of the paper's ablation rows)")
+register("trce1-all", "TRCE stage 1, whole sequence", _trce_stage1(positions="all"),
+         "TRCE stage 1 mapping every position (ours, not one of the paper's ablation rows)")
+register("trce1-table4-eot", "TRCE stage 1, [EoT] (eta 0.001)", _trce_stage1(eta=TRCE_TABLE4_ETA),
+         "TRCE stage 1 mapping the first [EoT] at eta 0.001 (Table 4, [EoT])")
+register("trce1-keyword", "TRCE stage 1, keyword", _trce_stage1(positions="keyword", eta=TRCE_TABLE4_ETA),
+         "TRCE stage 1 mapping the keyword only, eta 0.001 (Table 4, [KEY])")
+register("trce1-eot-key", "TRCE stage 1, [EoT]+[KEY]", _trce_stage1(positions="eot+key", eta=TRCE_TABLE4_ETA),
+         "TRCE stage 1 mapping the first [EoT] and the keyword, eta 0.001 (Table 4, [EoT]+[KEY])")
+register("trce1-eot-sot", "TRCE stage 1, [EoT]+[SoT]", _trce_stage1(positions="eot+sot", eta=TRCE_TABLE4_ETA),
+         "TRCE stage 1 mapping the first [EoT] and the [SoT], eta 0.001 (Table 4, [EoT]+[SoT])")
+register("trce1-eot-sot-key", "TRCE stage 1, [EoT]+[SoT]+[KEY]",
+         _trce_stage1(positions="eot+sot+key", eta=TRCE_TABLE4_ETA),
+         "TRCE stage 1 mapping the first [EoT], the [SoT] and the keyword, eta 0.001 (Table 4, [EoT]+[SoT]+[KEY])")
+register("trce", "TRCE stage 1 + 2", _trce, "TRCE both stages, the model's defaults (pocket: Config.pocket(), "
+         "stage 2 lr 1e-4, 25 steps)", trained=True)
 register("acterase", "ActErase (FFN)", _acterase(),
          "ActErase Alg. 1 on the FFN hidden activations (WANDA score), acterase.Config.pocket() on pocket")
 register("acterase-xattn", "ActErase (cross-attention output)", _acterase(layers="cross_attention", score="magnitude"),

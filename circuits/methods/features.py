@@ -26,6 +26,10 @@ there (TRCE Table 4 ablates it):
                    plays its part: the shared prefix with itself, the shared suffix and [EoT] with the
                    anchor's (shifted when the words differ in length), every piece of the target word
                    with the anchor word's last piece (empty anchor: the [SoT], as ``"keyword"``).
+``"eot+key"``      the first [EoT] and the keyword (its last sub-token, paired as in ``"keyword"``):
+                   TRCE Table 4's [EoT]+[KEY] row.
+``"eot+sot"``      the first [EoT] and the [SoT] (TRCE Table 4's [EoT]+[SoT]).
+``"eot+sot+key"``  the first [EoT], the [SoT] and the keyword (TRCE Table 4's [EoT]+[SoT]+[KEY]).
 =================  ==================================================================================
 
 The last two find the word as the tokens where target and anchor prompts differ (the longest common
@@ -50,8 +54,12 @@ from circuits.methods.concept import ConceptError, PromptPair
 from circuits.tokens import TokenLayout, layout
 
 Positions = Literal[
-    "eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all", "word_to_end", "prompt_aligned"
+    "eot", "eot_all", "keyword", "keyword+eot", "prompt", "first_k", "all", "word_to_end", "prompt_aligned",
+    "eot+key", "eot+sot", "eot+sot+key",
 ]
+#: the TRCE Table 4 modes: which of [SoT], first [EoT], [KEY] each maps (in that column order)
+_TABLE4: dict[str, tuple[bool, bool]] = {"eot+key": (False, True), "eot+sot": (True, False),
+                                         "eot+sot+key": (True, True)}
 POSITIONS: tuple[str, ...] = get_args(Positions)
 
 
@@ -149,6 +157,13 @@ def align(tokenizer: Any, pair: PromptPair, positions: str, k: int = 5) -> tuple
         return _word_to_end(t, a)
     if positions == "prompt_aligned":
         return _prompt_aligned(t, a)
+    if positions in _TABLE4:
+        sot, key = _TABLE4[positions]
+        target_pos, anchor_pos = ([0], [0]) if sot else ([], [])
+        if key:
+            key_t, key_a = align(tokenizer, pair, "keyword", k)
+            target_pos, anchor_pos = target_pos + key_t, anchor_pos + key_a
+        return target_pos + [t.first_eot], anchor_pos + [a.first_eot]
     check_positions(positions, "align")
     raise AssertionError("unreachable")
 
@@ -164,6 +179,9 @@ def preserved_positions(tokenizer: Any, prompt: str, positions: str, k: int = 5)
         return list(range(lay.first_eot + 1))
     if positions == "word_to_end":  # UCE's code keeps its retain prompts at every position
         return list(range(lay.length))
+    if positions in _TABLE4:  # the same kinds of token: [SoT], the words (as "keyword"), the first [EoT]
+        sot, key = _TABLE4[positions]
+        return ([0] if sot else []) + (lay.words if key else []) + [lay.first_eot]
     pair = PromptPair(prompt, prompt, "", "")
     return align(tokenizer, pair, positions, k)[0]
 

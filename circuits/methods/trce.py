@@ -6,26 +6,35 @@ Sec. 4.1 (Eq. 4-5), Sec. 4.2 (Eqs. 6-9), App. A.3, App. B (Figs. 2 and 7).
 ``fit(model, concept)`` is the paper's TRCE, both stages: :func:`refine_kv` (closed form), then
 :func:`~circuits.methods.trce_steering.steer` fine-tunes the stage-1 model's early denoising
 predictions (see :mod:`circuits.methods.trce_steering`). ``stages=("text",)`` or
-``stages=("trajectory",)`` runs one stage alone. :func:`pocket` is the config measured for pocket.
+``stages=("trajectory",)`` runs one stage alone. ``Config.paper()`` holds the paper's settings (the
+default on Stable Diffusion), ``Config.pocket()`` the ones measured for the pocket model (the default
+there); the Erasure's notes say which were used.
 
-- **Closed-form K/V refinement** (Eq. 4-5): every cross-attention ``to_k`` / ``to_v`` is refined so
-  that the malicious prompts' **first [EoT]** embedding ``e^m`` is projected like the safe prompt's
-  ``e^s``, while preservation prompts keep theirs (weight ``eta``)::
+- **Closed-form K/V refinement** (Eq. 4-5, normalised as App. C.1 says): every cross-attention
+  ``to_k`` / ``to_v`` is refined so that the ``n`` malicious prompts' **first [EoT]** embedding ``e^m`` is
+  projected like the safe prompt's ``e^s``, while the ``q`` preservation prompts keep theirs (weight
+  ``eta``). Each sum is divided by its number of prompts ("the optimization term ... has been
+  normalized, thereby eliminating the effect of the number of prompts"), so ``eta`` means the same
+  for 10 prompts or 300::
 
-      min_W' sum ||W' e^m_i - W e^s_i||^2 + eta sum ||W' e^p_j - W e^p_j||^2
+      min_W' 1/n sum_i ||W' e^m_i - W e^s_i||^2 + eta/q sum_j ||W' e^k_j - W e^k_j||^2
+      W' = (1/n sum W e^s e^m^T + eta/q sum W e^k e^k^T)(1/n sum e^m e^m^T + eta/q sum e^k e^k^T)^-1
 
-  With ``A = [e^m, sqrt(eta) e^p]`` and ``B = W [e^s, sqrt(eta) e^p]`` this is ``min ||W' A - B||``.
-  When the normal matrix ``A A^T`` is invertible the answer is Eq. 5, ``B A^T (A A^T)^-1``. With fewer
-  token columns than features (pocket: 128 features) it is singular, the equations can be met
-  exactly, and the solution nearest ``W`` is taken (``W + (B - W A) A^+``); the trace says so.
+  With ``A = [e^m / sqrt(n), sqrt(eta/q) e^k]`` and ``B = W [e^s / sqrt(n), sqrt(eta/q) e^k]`` this is
+  ``min ||W' A - B||``, Eq. 5 when ``A A^T`` is invertible. The preservation term reads **every
+  position** of each preservation prompt by default (``preservation_positions="all"``), as the
+  authors' code does (MACE's cache of every token of COCO captions); with only the first [EoT] of
+  each (the paper's sentence, ``"same"``) ``A A^T`` is singular unless there are more prompts than
+  features, every equation can then be met, and ``eta`` has no effect. When ``A A^T`` is singular
+  the least-squares solution nearest ``W`` is taken (``W + (B - W A) A^+``); the notes say so.
 - Malicious prompts = templates x (target word and synonyms); safe prompts = the same templates
   with the anchor; preservation prompts = the concept's. The first [EoT] comes from the tokenizer,
   never from word counts (the official code uses ``len(prompt.split()) + 1``, which lands on a
-  sub-word). Which positions are mapped is an option (``positions``; the paper's Table 4 ablates
-  exactly this).
+  sub-word). Which positions are mapped is an option (``positions``): Table 4's rows are
+  ``"eot"``, ``"keyword"``, ``"eot+key"``, ``"eot+sot"``, ``"eot+sot+key"`` at ``eta=0.001``.
 - **Probes**: :func:`eot_probe` zeroes (or masks) the cross-attention to the last ``k`` [EoT]
-  positions in both CFG branches; :func:`eot_similarity` gives the cosine similarity of all token
-  embeddings of a prompt (Fig. 7b).
+  positions (both CFG branches by default; the paper does not say which branch it zeroed);
+  :func:`eot_similarity` gives the cosine similarity of all token embeddings of a prompt (Fig. 7b).
 
 - **Stage 2** (Sec. 4.2): trains the self-attention projections and the cross-attention ``to_q`` of
   the stage-1 model (stage 1's edits applied with ``intervene`` around training) against Eq. 8 on
@@ -39,7 +48,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -54,6 +63,7 @@ from circuits.methods.common import (
     LayerFeatures,
     config_dict,
     cross_attention_params,
+    defaults_note,
     pair_columns,
     prepare,
     preservation_columns,
@@ -68,21 +78,26 @@ from circuits.models.diffusion import Diffusion
 from circuits.tokens import layout
 
 STAGES = ("text", "trajectory")
+PRESERVATION_POSITIONS = ("all", "same")
 
 
 @dataclass(frozen=True)
 class Config:
-    """TRCE settings (defaults: the paper's, Sec. 5.1 and App. A.3; :func:`pocket` for the pocket model)."""
+    """TRCE settings (field defaults: the paper's, Sec. 5.1 and App. A.3; :meth:`pocket` for the pocket model)."""
 
     #: which stages run, in order: "text" (Sec. 4.1, closed form) and/or "trajectory" (Sec. 4.2, fine-tune)
     stages: tuple[str, ...] = STAGES
 
-    #: which token positions are mapped: the first [EoT] (the paper), "eot_all", "all", "keyword", ...
+    #: which token positions are mapped: the first [EoT] (the paper); Table 4: "keyword", "eot+key", "eot+sot",
+    #: "eot+sot+key"; ours: "eot_all", "all", ...
     positions: Positions = "eot"
     #: k for positions="first_k"
     k: int = 5
-    #: weight of the preservation term (App. A.3: 0.01)
+    #: weight of the preservation term, after each sum is divided by its prompt count (App. A.3: 0.01; Table 4: 0.001)
     eta: float = 0.01
+    #: positions of the preservation prompts kept: "all" (every position, as the authors' COCO cache) or "same"
+    #: (those ``positions`` selects: the paper's "first [EoT] of each prompt")
+    preservation_positions: Literal["all", "same"] = "all"
     #: cross-attention projections refined
     projections: tuple[str, ...] = ("to_k", "to_v")
     #: singular values below rtol * largest count as zero when A A^T is singular
@@ -95,6 +110,8 @@ class Config:
     beta: float = 15.0
     #: weight lambda of the preservation loss (Eq. 9; 100)
     preserve_weight: float = 100.0
+    #: Eq. 9's reference null prediction: "original" (the paper's epsilon_theta) or "stage1" (the authors' code)
+    preserve_reference: Literal["original", "stage1"] = "original"
     #: margin of the triplet loss (Eq. 8; 0.01), on squared distances taken as means over latent elements
     margin: float = 0.01
     #: Adam learning rate (1e-6; does nothing measurable on pocket, see pocket())
@@ -120,18 +137,28 @@ class Config:
     #: seeds the trajectories' noise, the epoch order and every step's draws
     seed: int = 0
 
+    @classmethod
+    def paper(cls) -> Config:
+        """The paper's settings (Sec. 5.1, App. A.3): the field defaults."""
+        return cls()
+
+    @classmethod
+    def pocket(cls) -> Config:
+        """The paper's TRCE with the settings measured for the pocket model (docs/recipes/trce.md).
+
+        - ``lr=1e-4``: the paper's 1e-6 moves pocket's 390k visual parameters by ||delta|| = 0.03 in 300 steps
+          and leaves every oracle read of the ``red`` report unchanged; 1e-5 (||delta|| = 0.27) moves the
+          target rate by one image in 32; 1e-4 (||delta|| = 1.5) is the smallest rate that acts.
+        - ``sample_steps=25``: pocket samples with 25 DDIM steps, so the trained timesteps are the ones
+          used (and caching costs half).
+        - ``cache_batch=32``: fewer, larger sampling calls on the CPU (changes only which noise is drawn).
+        """
+        return cls(lr=1e-4, sample_steps=25, cache_batch=32)
+
 
 def pocket() -> Config:
-    """The paper's TRCE with the settings measured for the pocket model (docs/recipes/trce.md).
-
-    - ``lr=1e-4``: the paper's 1e-6 moves pocket's 390k visual parameters by ||delta|| = 0.03 in 300 steps
-      and leaves every oracle read of the ``red`` report unchanged; 1e-5 (||delta|| = 0.27) moves the
-      target rate by one image in 32; 1e-4 (||delta|| = 1.5) is the smallest rate that acts.
-    - ``sample_steps=25``: pocket samples with 25 DDIM steps, so the trained timesteps are the ones
-      used (and caching costs half).
-    - ``cache_batch=32``: fewer, larger sampling calls on the CPU (changes only which noise is drawn).
-    """
-    return Config(lr=1e-4, sample_steps=25, cache_batch=32)
+    """``Config.pocket()`` (kept as a module-level name for older code)."""
+    return Config.pocket()
 
 
 def check(config: Config) -> None:
@@ -140,6 +167,15 @@ def check(config: Config) -> None:
     if bad or not config.stages or len(set(config.stages)) != len(config.stages):
         raise ConfigError(f"trce.Config.stages={config.stages!r}: give one or both of {STAGES}, each once")
     check_positions(config.positions, "trce.Config")
+    if config.preservation_positions not in PRESERVATION_POSITIONS:
+        raise ConfigError(f"trce.Config.preservation_positions={config.preservation_positions!r}: give one of "
+                          f"{PRESERVATION_POSITIONS} (every position of each preservation prompt, or those "
+                          "`positions` selects)")
+    if config.preserve_reference not in ("original", "stage1"):
+        raise ConfigError(f"trce.Config.preserve_reference={config.preserve_reference!r}: give 'original' (Eq. 9) "
+                          "or 'stage1' (the authors' code)")
+    if config.eta < 0:
+        raise ConfigError(f"trce.Config.eta={config.eta!r} must be >= 0")
     positive = {"lr": config.lr, "epochs": config.epochs, "trajectories": config.trajectories,
                 "null_trajectories": config.null_trajectories, "sample_steps": config.sample_steps,
                 "batch_size": config.batch_size, "cache_batch": config.cache_batch}
@@ -155,21 +191,39 @@ def check(config: Config) -> None:
         raise ConfigError("trce.Config.margin and preserve_weight must be >= 0")
 
 
-def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[dict], list[str]]:
-    """Eq. 5 on every cross-attention K/V: the edits, a trace row per projection, and notes."""
+def stage1_columns(
+    model: Diffusion, concept: Concept, config: Config
+) -> tuple[Float[Tensor, "d n"], Float[Tensor, "d n"], int, float]:
+    """``A`` and ``Y`` (``B = W Y``) of Eq. 4 as weighted columns (App. C.1's normalisation), how many of
+    the columns are malicious ones (they come first; the preservation columns follow), and their weight.
+
+    The malicious columns are divided by ``sqrt(n)`` (``n`` prompt pairs) and the preservation columns
+    multiplied by ``sqrt(eta / q)`` (``q`` preservation prompts), so ``A A^T`` is the bracket Eq. 5 inverts
+    with both sums normalised. A mode that maps several positions per prompt (Table 4's [EoT]+[SoT]) adds
+    them within the prompt's term, as the authors' code does.
+    """
     pairs = concept.pairs(synonyms=config.synonyms)
     malicious, safe = pair_columns(model, pairs, config.positions, config.k)
     preserved = malicious.new_zeros(malicious.shape[0], 0)
-    if concept.preservation and config.eta > 0:
-        prompts = list(concept.preservation)
-        preserved = preservation_columns(model, prompts, config.positions, config.k)
-    scale = math.sqrt(config.eta)
-    inputs = torch.cat([malicious, scale * preserved], dim=1)
-    wanted = torch.cat([safe, scale * preserved], dim=1)
+    prompts = list(concept.preservation)
+    if prompts and config.eta > 0:
+        where = "all" if config.preservation_positions == "all" else config.positions
+        preserved = preservation_columns(model, prompts, where, config.k)
+    erase, keep = 1.0 / math.sqrt(len(pairs)), math.sqrt(config.eta / max(len(prompts), 1))
+    inputs = torch.cat([erase * malicious, keep * preserved], dim=1)
+    wanted = torch.cat([erase * safe, keep * preserved], dim=1)
+    return inputs, wanted, malicious.shape[1], erase
 
+
+def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[dict], list[str]]:
+    """Eq. 5 (normalised) on every cross-attention K/V: the edits, a trace row per projection, and notes."""
+    inputs, wanted, split, weight = stage1_columns(model, concept, config)
     graph, rows, notes = Graph(), [], []
     amap = AnchorMap.fit(inputs, wanted, reg=0.0, rtol=config.rtol)  # one W' = W M for every K/V
-    erased = LayerFeatures(malicious, malicious, safe, amap)
+    # the trace's distances are read on the embeddings themselves, without the 1/sqrt(n) weight
+    target, anchor = inputs[:, :split] / weight, wanted[:, :split] / weight
+    erased = LayerFeatures(target, target, anchor, amap)
+    preserved = inputs[:, split:]
     kept = LayerFeatures(preserved, preserved, preserved, amap) if preserved.shape[1] else None
     for number, param in enumerate(cross_attention_params(model, config.projections)):
         weight = model.parameter(param).detach()
@@ -179,12 +233,13 @@ def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph
         row["preservation_change"] = kept.row(param, weight, delta)["residual"] if kept is not None else 0.0
         rows.append(row)
     features = inputs.shape[0]
-    if inputs.shape[1] < features or rows and rows[0]["rank"] < features:
+    rank = rows[0]["rank"] if rows else 0
+    if rank < features:
+        exact = rank == inputs.shape[1]
         notes.append(
-            f"the normal matrix A A^T is singular (rank {rows[0]['rank'] if rows else 0} of {features} features, "
-            f"{inputs.shape[1]} columns): solved by least squares nearest W (W + (B - W A) A^+)"
-            + ("; every equation is met exactly, so eta has no effect" if rows and rows[0]["rank"] == inputs.shape[1]
-               else "")
+            f"A A^T is singular (rank {rank} of {features} features, {inputs.shape[1]} columns): solved by least "
+            "squares nearest W (W + (B - W A) A^+)"
+            + ("; every equation is met exactly, so eta has no effect" if exact else "")
         )
     return graph, rows, notes
 
@@ -206,7 +261,8 @@ def fit(
     with the same folder resumes it (another config, concept or model is a CheckpointError).
     ``on_step(step, loss)`` is called after every training step.
     """
-    config = resolve_config(Config, config, overrides)
+    note = defaults_note(Config, model, config)
+    config = resolve_config(Config, config, overrides, model)
     check(config)
     concept = prepare(model, concept)
     start = time.perf_counter()
@@ -219,6 +275,7 @@ def fit(
             progress=progress, on_step=on_step,
         )
         graph, rows, notes = graph + steered, rows + steps, notes + more
+    notes = [note, *notes]
     method = {("text",): "trce-stage1", ("trajectory",): "trce-stage2"}.get(tuple(config.stages), "trce")
     return Erasure(method, concept, config_dict(config), graph, rows, notes, time.perf_counter() - start)
 

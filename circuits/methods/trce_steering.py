@@ -227,6 +227,20 @@ def cache(model: Diffusion, concept: Concept, config: "Config", the_plan: Plan) 
     return Cache(**fields, seconds=time.perf_counter() - start)
 
 
+def _null_reference(model: Diffusion, data: Cache, null: Tensor) -> list[Tensor]:
+    """Eq. 9's reference as the authors' code takes it: the null prediction of the model as it is now
+    (the stage-1 model, inside ``intervene(model, base)``) at every planned null row, no grad."""
+    sizes = [len(z) for z in data.null_z]
+    z, t = torch.cat(data.null_z), torch.cat(data.null_t)
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(z), 64):
+            x, steps = z[i:i + 64].to(model.device, model.dtype), t[i:i + 64].to(model.device)
+            emb = null.expand(len(x), -1, -1)
+            out.append(model.unet(x, steps, encoder_hidden_states=emb, return_dict=False)[0].cpu())
+    return list(torch.cat(out).split(sizes))
+
+
 def _check_scheduler(model: Diffusion, config: "Config") -> None:
     from circuits.sampling import make_scheduler
 
@@ -295,6 +309,8 @@ def steer(
     with intervene(model, base):  # the model trained is the stage-1 model
         cond = text_embeddings(model, [p.target for p in pairs])
         null = text_embeddings(model, [""])
+        if config.preserve_reference == "stage1":
+            data.null_ref = _null_reference(model, data, null)
         deltas, losses = finetune(
             model, params, loss_function(model, data, cond, null, config), steps=len(the_plan.erase), lr=config.lr,
             seed=config.seed, checkpoint=checkpoint, checkpoint_every=checkpoint_every,

@@ -1,4 +1,4 @@
-"""UCE, ErasePro and TRCE stage 1 on a tiny model, each checked against an independent solution."""
+"""UCE and ErasePro on a tiny model, each checked against an independent solution (TRCE stage 1: test_trce_stage1.py)."""
 
 from __future__ import annotations
 
@@ -103,39 +103,6 @@ def test_erasepro_alg2_and_weak_config(model64) -> None:
         erasepro.fit(model64, CONCEPT, start_fraction=1.5)
     with pytest.raises(ConfigError, match="did you mean 'positions'"):
         erasepro.fit(model64, CONCEPT, position="eot")
-
-
-def test_trce_stage1_equals_least_squares_of_eq4(model64) -> None:
-    eta = 0.01
-    # 16 columns per prompt: overdetermined; a tiny rtol checks the algebra without the default truncation
-    erasure = trce.fit(model64, CONCEPT, stages=("text",), positions="all", eta=eta, rtol=1e-12)
-    pairs, tok = CONCEPT.pairs(), model64.tokenizer
-    m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
-    k = _embed(model64, list(CONCEPT.preservation))
-    a = torch.cat([m.reshape(-1, m.shape[-1]), eta**0.5 * k.reshape(-1, k.shape[-1])]).T
-    anchors = torch.cat([s.reshape(-1, s.shape[-1]), eta**0.5 * k.reshape(-1, k.shape[-1])]).T
-    assert a.shape[1] > a.shape[0] and tok.model_max_length == 16
-    for edit in erasure.graph:
-        w = model64.parameter(edit.param).detach()
-        expected = torch.linalg.lstsq(a.T, (w @ anchors).T).solution.T
-        torch.testing.assert_close(w + edit.delta, expected, rtol=1e-5, atol=1e-8)
-
-
-def test_trce_maps_the_tokenizers_first_eot_not_a_word_count(model64) -> None:
-    concept = Concept("red", anchor="blue", templates=["a {} unicorn!", "a photo of a {} circle, striped"])
-    erasure = trce.fit(model64, concept, stages=("text",), eta=0.0)
-    tok = model64.tokenizer
-    for pair in concept.pairs():
-        lay = layout(tok, pair.target)
-        assert lay.first_eot != len(pair.target.split()) + 1  # the official code's count would miss
-    pairs = concept.pairs()
-    m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
-    x = torch.stack([m[i, layout(tok, p.target).first_eot] for i, p in enumerate(pairs)], 1)
-    y = torch.stack([s[i, layout(tok, p.anchor).first_eot] for i, p in enumerate(pairs)], 1)
-    for edit in erasure.graph:
-        w = model64.parameter(edit.param).detach()
-        torch.testing.assert_close((w + edit.delta) @ x, w @ y, rtol=1e-5, atol=1e-8)
-    assert any("singular" in note for note in erasure.notes)
 
 
 def test_bad_input_is_named(model) -> None:

@@ -119,3 +119,16 @@ def test_bad_configs_are_named(model) -> None:
         trce.fit(model, CONCEPT, stages=("trajectory",), guidance_scale=1.0)
     with pytest.raises(ConfigError, match="early_fraction"):
         trce.fit(model, CONCEPT, early_fraction=0.0)
+
+
+def test_preserve_reference_stage1_is_the_stage1_models_null_prediction(model) -> None:
+    """``preserve_reference="stage1"`` (the authors' code): Eq. 9 holds the stage-1 model's null prediction, so
+    at step 0 (no delta yet) the preservation term is exactly zero; the paper's original reference is not."""
+    config = {**SMALL, "epochs": 1, "trajectories": 2, "batch_size": 1}
+    code = trce.fit(model, CONCEPT, progress=False, preserve_reference="stage1", **config)
+    paper = trce.fit(model, CONCEPT, progress=False, **config)
+    first = [r for r in code.trace if r.get("stage") == "trajectory"][0]
+    assert first["preserve"] == pytest.approx(0.0, abs=1e-12)
+    assert [r for r in paper.trace if r.get("stage") == "trajectory"][0]["preserve"] > 1e-8
+    with pytest.raises(ConfigError, match="preserve_reference"):
+        trce.fit(model, CONCEPT, preserve_reference="reg")

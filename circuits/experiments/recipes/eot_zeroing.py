@@ -18,8 +18,10 @@ Decisions:
   (``tokens="last_eot:k"``, capped at K); ``all_but`` zero all but the first n of each prompt's K, so
   that "every [EoT]" (n = 0) and "one left" (n = 1) mean the same for every prompt. Those variants
   scope one :func:`eot_probe` per group of prompts sharing a K with ``rows=``.
-- **Both CFG branches** by default (``branch``): zeroing the conditional branch alone makes CFG
-  extrapolate along a skewed direction (see :func:`eot_probe`).
+- **Both CFG branches** by default (``branch``): TRCE says only "setting the attention map corresponding
+  to [EoT] to 0" (Fig. 2; Fig. 7a "following the same approach"), not in which CFG branch, and its public
+  code has no probe. Both is our choice: zeroing the conditional branch alone makes CFG extrapolate
+  along a skewed direction (see :func:`eot_probe`).
 - **Controls**: "words" zeroes positions 1 .. first [EoT] - 1 (every sub-token of the prompt's words,
   from the tokenizer); "sot" zeroes position 0. Each runs in the same modes as the [EoT]s.
 - **What the oracle scores**: the attributes each prompt names (colour, with synonyms; shape;
@@ -86,7 +88,7 @@ class EotZeroingConfig:
     modes: tuple[str, ...] = MODES
     #: controls run in every mode: "words" (every word token zeroed), "sot" (the start-of-text token)
     controls: tuple[str, ...] = CONTROLS
-    #: CFG branches the zeroing acts on (TRCE: both)
+    #: CFG branches the zeroing acts on (TRCE's Figs. 2 and 7a do not say; both is our choice, see the module doc)
     branch: Literal["both", "cond", "uncond"] = "both"
     #: cross-attention layers zeroed (a glob of site names)
     site: str = "unet.*attn2"
