@@ -107,7 +107,8 @@ def sample(
 
     On SDXL the UNet also gets the pooled embedding and the time ids (see
     :mod:`circuits.sampling.conditioning`), and ``negative_prompt=None`` is a zero unconditional context,
-    as in ``StableDiffusionXLPipeline``; ``negative_prompt=""`` encodes the empty prompt instead.
+    as in ``StableDiffusionXLPipeline``; ``negative_prompt=""`` encodes the empty prompt instead. The
+    default ``guidance_scale`` stays 7.5 (that pipeline's default is 5.0).
     """
     prompts = check_prompts(prompts)
     seed = _check_seed(seed, len(prompts))
