@@ -20,10 +20,22 @@ import torch
 from torch import nn
 
 from circuits.concept import Concept
-from circuits.errors import ModelLoadError, SiteError
+from circuits.errors import ModelLoadError, SettingError, SiteError
 from circuits.pocket.concepts import concept as pocket_concept
 from circuits.sites.index import SiteIndex
 from circuits.sites.instrument import instrument_text_encoder, instrument_unet
+
+
+def _require_added_conditioning(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """SDXL's UNet called without its added conditioning: a clear error instead of diffusers' ``TypeError:
+    argument of type 'NoneType' is not iterable`` (a denoising loop written for SD1.x / SD2.x)."""
+    added = kwargs.get("added_cond_kwargs")
+    if not added or "text_embeds" not in added or "time_ids" not in added:
+        raise SettingError(
+            "this SDXL UNet was called without added_cond_kwargs (text_embeds, time_ids): a denoising loop written "
+            "for SD1.x / SD2.x. Encode with circuits.sampling.encode_text (context and pooled embedding) and pass "
+            "**circuits.sampling.added_conditioning(model, pooled, height, width) to model.unet(...)"
+        )
 
 
 @dataclass(eq=False)
@@ -62,6 +74,11 @@ class Diffusion:
             )
         for encoder in self.text_encoders.values():
             instrument_text_encoder(encoder)
+        if getattr(self.unet.config, "addition_embed_type", None) == "text_time" and not getattr(
+            self.unet, "_circuits_checks_added_cond", False
+        ):
+            self.unet.register_forward_pre_hook(_require_added_conditioning, with_kwargs=True)
+            self.unet._circuits_checks_added_cond = True
         for component in self._modules():
             component.eval()
         self.sites = SiteIndex({"unet": self.unet, **self.text_encoders})
