@@ -52,3 +52,33 @@ def sd21_dir(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("tiny_sd21")
     build_sd_pipeline("sd21", folder, tiny=True)
     return folder
+
+
+#: ``CIRCUITS_FULLSIZE=sd15,sd21`` (or ``all``) runs the full-size tests of those families; unset: skipped
+FULLSIZE_ENV = "CIRCUITS_FULLSIZE"
+
+
+def fullsize_families() -> tuple[str, ...]:
+    import os
+
+    value = os.environ.get(FULLSIZE_ENV, "").strip()
+    if value in ("", "0"):
+        return ()
+    if value in ("1", "all"):
+        return ("sd15", "sd21", "sdxl")
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Full-size tests (``@pytest.mark.fullsize``) build 860 M - 2.6 B parameter pipelines (5-14 GB): they
+    run only when ``CIRCUITS_FULLSIZE`` names their family, so the default run and CI stay fast."""
+    chosen = fullsize_families()
+    for item in items:
+        marker = item.get_closest_marker("fullsize")
+        if marker is None:
+            continue
+        family = item.callspec.params.get("family") if hasattr(item, "callspec") else None
+        if family not in chosen:
+            item.add_marker(pytest.mark.skip(
+                reason=f"full size: set {FULLSIZE_ENV}={family or 'sd15'} (or 'all') to run it (5-14 GB, minutes)"
+            ))
