@@ -155,3 +155,14 @@ def test_an_sdxl_index_without_its_second_encoder_is_named(xl_dir, tmp_path):
     (broken / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(ModelLoadError, match="text_encoder_2"):
         circuits.load(broken)
+
+
+def test_an_sdxl_pipeline_object_loads_in_place(xl_reference):
+    from circuits.models.diffusion import Diffusion
+
+    model = circuits.load(xl_reference)
+    assert model.is_sdxl and model.text_encoder_2 is xl_reference.text_encoder_2
+    assert model.sites.resolve("text_encoder_2.encoder.layers.0.resid_post")
+    with pytest.raises(ModelLoadError, match="tokenizer_2 and text_encoder_2 together"):
+        Diffusion(tokenizer=model.tokenizer, text_encoder=model.text_encoder, unet=model.unet, vae=model.vae,
+                  scheduler=model.scheduler, text_encoder_2=model.text_encoder_2)
