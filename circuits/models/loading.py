@@ -31,7 +31,8 @@ def load(
         source: ``"pocket"`` (the built-in model), a local folder written by ``save_pretrained``,
             a hub id such as ``"runwayml/stable-diffusion-v1-5"`` (needs a reachable hub or a
             cached copy), or an existing ``StableDiffusionPipeline`` (its components are
-            instrumented in place and shared).
+            instrumented in place and shared). SDXL folders (``StableDiffusionXLPipeline`` in
+            ``model_index.json``) and pipelines load with both text encoders.
         device: where to put the model (default: where it is, i.e. CPU after loading).
         dtype: parameter dtype (default: float32 for folders and hub ids; unchanged for pipelines).
     """
@@ -66,6 +67,12 @@ def _from_pipeline(pipe: Any, source: str = "<pipeline>") -> Diffusion:
             f"cannot load a {type(pipe).__name__}: it lacks {', '.join(missing)}; "
             "pass a StableDiffusionPipeline (or an object with tokenizer, text_encoder, unet, vae, scheduler)"
         )
+    second = [getattr(pipe, c, None) for c in ("tokenizer_2", "text_encoder_2")]
+    if (second[0] is None) != (second[1] is None):
+        raise ModelLoadError(
+            f"cannot load a {type(pipe).__name__}: it has one of tokenizer_2 / text_encoder_2 but not the other; "
+            "an SDXL pipeline carries both"
+        )
     return Diffusion(
         tokenizer=pipe.tokenizer,
         text_encoder=pipe.text_encoder,
@@ -73,6 +80,9 @@ def _from_pipeline(pipe: Any, source: str = "<pipeline>") -> Diffusion:
         vae=pipe.vae,
         scheduler=pipe.scheduler,
         source=source,
+        tokenizer_2=second[0],
+        text_encoder_2=second[1],
+        force_zeros_for_empty_prompt=bool(getattr(getattr(pipe, "config", None), "force_zeros_for_empty_prompt", True)),
     )
 
 
@@ -101,11 +111,16 @@ def quiet_libraries() -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
-def _pretrained(where: str | Path, dtype: torch.dtype | None, local_files_only: bool) -> Any:
-    """``StableDiffusionPipeline.from_pretrained`` without the safety checker and without library chatter."""
+def _pretrained(where: str | Path, dtype: torch.dtype | None, local_files_only: bool, *, xl: bool = False) -> Any:
+    """``StableDiffusionPipeline.from_pretrained`` (``StableDiffusionXLPipeline`` with ``xl``) without the
+    safety checker, the watermarker and library chatter."""
     with quiet_libraries():
-        from diffusers import StableDiffusionPipeline
+        from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+        if xl:
+            return StableDiffusionXLPipeline.from_pretrained(
+                where, dtype=dtype or torch.float32, local_files_only=local_files_only, add_watermarker=False
+            )
         return StableDiffusionPipeline.from_pretrained(
             where,
             dtype=dtype or torch.float32,
@@ -118,11 +133,16 @@ def _pretrained(where: str | Path, dtype: torch.dtype | None, local_files_only: 
 
 #: what a Stable Diffusion pipeline folder holds: model_index.json naming these components, one subfolder each
 COMPONENTS = ("tokenizer", "text_encoder", "unet", "vae", "scheduler")
+#: what an SDXL folder holds besides
+XL_COMPONENTS = ("tokenizer_2", "text_encoder_2")
+XL_CLASSES = ("StableDiffusionXLPipeline",)
 
 
-def _check_index(folder: Path) -> None:
+def _check_index(folder: Path) -> bool:
     """A clear error when ``folder/model_index.json`` is not a pipeline index (diffusers would fail
-    with a bare ``KeyError: '_class_name'`` or a JSON error deep inside ``from_pretrained``)."""
+    with a bare ``KeyError: '_class_name'`` or a JSON error deep inside ``from_pretrained``).
+
+    Returns whether the folder is an SDXL pipeline (which also needs ``tokenizer_2``, ``text_encoder_2``)."""
     index = folder / "model_index.json"
     what = (f"a pipeline folder holds model_index.json (a JSON object with '_class_name', e.g. "
             f"'StableDiffusionPipeline', and an entry per component: {', '.join(COMPONENTS)}) and one subfolder "
@@ -134,9 +154,13 @@ def _check_index(folder: Path) -> None:
     if not isinstance(data, dict) or "_class_name" not in data:
         found = f"keys {sorted(data)}" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
         raise ModelLoadError(f"{index} is not a pipeline index (no '_class_name'; found {found}); {what}")
-    missing = [c for c in COMPONENTS if c not in data]
+    xl = data["_class_name"] in XL_CLASSES
+    missing = [c for c in COMPONENTS + (XL_COMPONENTS if xl else ()) if c not in data]
     if missing:
-        raise ModelLoadError(f"{index} names no {', '.join(missing)}; {what}")
+        raise ModelLoadError(f"{index} names no {', '.join(missing)}; {what}" + (
+            f" (an {data['_class_name']} also has {', '.join(XL_COMPONENTS)})" if xl else ""
+        ))
+    return xl
 
 
 def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Diffusion:
@@ -145,9 +169,9 @@ def _from_folder(folder: Path, dtype: torch.dtype | None, *, source: str) -> Dif
             f"{folder} is not a diffusers pipeline folder (no model_index.json); "
             "point at the folder that StableDiffusionPipeline.save_pretrained wrote"
         )
-    _check_index(folder)
+    xl = _check_index(folder)
     try:
-        pipe = _pretrained(folder, dtype, local_files_only=True)
+        pipe = _pretrained(folder, dtype, local_files_only=True, xl=xl)
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as error:
         # a component folder that is missing or of another library: diffusers' own error, named
         raise ModelLoadError(f"failed to load the pipeline in {folder}: {type(error).__name__}: {error}") from error

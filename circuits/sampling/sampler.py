@@ -25,9 +25,10 @@ from circuits.errors import ScopeError, SettingError
 from circuits.interventions.graph import GraphLike
 from circuits.interventions.runtime import Run, active_runs, check_token_names, intervene
 from circuits.models.diffusion import Diffusion
+from circuits.sampling.conditioning import TextConditioning, added_conditioning, encode_text
 from circuits.sampling.guidance import CFG
 from circuits.sampling.result import SampleResult, Trajectory
-from circuits.tokens import check_prompts, layout
+from circuits.tokens import check_prompts
 
 SCHEDULERS = {
     "ddim": "DDIMScheduler",
@@ -59,19 +60,11 @@ def encode_prompts(model: Diffusion, prompts: Sequence[str], branch: str, *, len
     encodes only the first ``length`` positions: CLIP's text encoder is causal, so they equal the
     full encoding's first positions (to float rounding), even where they cut a prompt. Closed-form
     methods that read no position past the first [EoT] use it to run the encoder several times shorter.
+
+    On SDXL they are the 2048-wide context the UNet cross-attends to (both encoders' penultimate
+    layers, concatenated); the pooled embedding comes with :func:`~circuits.sampling.conditioning.encode_text`.
     """
-    max_length = model.tokenizer.model_max_length
-    for prompt in prompts:
-        layout(model.tokenizer, prompt)  # raises a clear PromptError for over-long prompts
-    if length is not None and not 1 <= length <= max_length:
-        raise SettingError(f"encode_prompts: length={length}; use 1..{max_length}")
-    ids = model.tokenizer(
-        list(prompts), padding="max_length", max_length=max_length, truncation=True, return_tensors="pt",
-    ).input_ids[:, : length or max_length].to(model.device)
-    ctx = StepContext(phase="text", branch_rows={branch: tuple(range(len(prompts)))}, prompts=tuple(prompts))
-    with publish_context(ctx):
-        embeds = model.text_encoder(ids, attention_mask=None)[0]
-    return embeds.to(dtype=model.text_encoder.dtype, device=model.device)
+    return encode_text(model, prompts, branch, length=length).embeds
 
 
 def sample(
@@ -114,6 +107,11 @@ def sample(
     ``on_step(i)`` is called after each denoising step (progress bars spanning several calls).
     ``generator_device`` is where the seeded generators live (default: the model's device); ``"cpu"``
     on a GPU model draws the noise the pipeline draws with ``generator=torch.Generator("cpu")``.
+
+    On SDXL the UNet also gets the pooled embedding and the time ids (see
+    :mod:`circuits.sampling.conditioning`), and ``negative_prompt=None`` is a zero unconditional context,
+    as in ``StableDiffusionXLPipeline``; ``negative_prompt=""`` encodes the empty prompt instead. The
+    default ``guidance_scale`` stays 7.5 (that pipeline's default is 5.0).
     """
     prompts = check_prompts(prompts)
     seed = _check_seed(seed, len(prompts))
@@ -151,7 +149,7 @@ def sample(
         with torch.set_grad_enabled(grad):
             result = _sample(
                 model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie,
-                on_step, generator_device,
+                on_step, generator_device, zero_uncond=negative_prompt is None and model.force_zeros_for_empty_prompt,
             )
         if isinstance(run, Run):
             result.captures = run.captures
@@ -161,6 +159,7 @@ def sample(
 def _sample(
     model, prompts, negatives, seed, steps, guidance, height, width, record, scheduler, eta, progress, tie, on_step,
     generator_device=None,
+    *, zero_uncond=False,
 ):
     device, n = model.device, len(prompts)
     cfg = guidance.uses_uncond
@@ -171,8 +170,15 @@ def _sample(
         branch_rows = {"cond": tuple(range(n))}
         row_prompts = tuple(prompts)
     check_token_names(model, StepContext(phase="unet", branch_rows=branch_rows, prompts=row_prompts))
-    cond = encode_prompts(model, prompts, "cond")
-    embeds = torch.cat([encode_prompts(model, negatives, "uncond"), cond]) if cfg else cond
+    cond = encode_text(model, prompts, "cond")
+    if not cfg:
+        text = cond
+    elif model.is_sdxl and zero_uncond:  # diffusers' force_zeros_for_empty_prompt: no uncond encoder call
+        text = TextConditioning.cat([cond.zeros_like(), cond])
+    else:
+        text = TextConditioning.cat([encode_text(model, negatives, "uncond"), cond])
+    embeds = text.embeds
+    unet_kwargs = added_conditioning(model, text.pooled, height, width)  # {} on SD1.x / SD2.x
 
     sched = make_scheduler(model, scheduler)
     sched.set_timesteps(steps, device=device)
@@ -205,7 +211,7 @@ def _sample(
             num_steps=len(timesteps),
         )
         with publish_context(ctx):
-            eps = model.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+            eps = model.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False, **unet_kwargs)[0]
         if cfg:
             eps_uncond, eps_cond = eps.chunk(2)
             noise_pred = guidance.combine(eps_uncond, eps_cond, float(t))

@@ -4,7 +4,9 @@ A site is a module's dotted path as in the state dict, prefixed by its component
 ``unet.down_blocks.1.attentions.0.transformer_blocks.0.attn2`` or
 ``text_encoder.encoder.layers.3``, plus the hook points that :mod:`circuits.sites.instrument` adds.
 transformers 5 dropped the ``text_model`` level of ``CLIPTextModel``; names written the SD /
-transformers 4 way (``text_encoder.text_model.encoder.layers.3``) are accepted as aliases. The
+transformers 4 way (``text_encoder.text_model.encoder.layers.3``) are accepted as aliases. SDXL's
+second encoder is ``text_encoder_2`` (a ``CLIPTextModelWithProjection``, which keeps the
+``text_model`` level: ``text_encoder_2.text_model.encoder.layers.3``, also written without it). The
 value of a site is the module's output (for hook points, the value they name). Patterns use
 shell globs where ``*`` also spans dots: ``unet.*attn2``.
 """
@@ -22,9 +24,13 @@ from torch import nn
 from circuits.errors import SiteError
 
 Role = Literal["probs", "key_bias", "cross_kv", "text", "unet"]
-COMPONENTS = ("unet", "text_encoder")
-# (as written, as the model may spell it): transformers 5 dropped CLIPTextModel's ``text_model`` level
-_TEXT_ALIASES = (("text_encoder.text_model.", "text_encoder."), ("text_encoder.", "text_encoder.text_model."))
+COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+TEXT_COMPONENTS = ("text_encoder", "text_encoder_2")
+# (as written, as the model may spell it): transformers 5 dropped CLIPTextModel's ``text_model`` level, while
+# SDXL's CLIPTextModelWithProjection keeps it (``text_encoder_2.text_model.encoder...``): either spelling works
+_TEXT_ALIASES = tuple(
+    pair for c in TEXT_COMPONENTS for pair in ((f"{c}.text_model.", f"{c}."), (f"{c}.", f"{c}.text_model."))
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class SiteIndex:
             parent_name, _, leaf = name.rpartition(".")
             parent = self._modules.get(parent_name)
             is_cross = isinstance(parent, Attention) and bool(parent.is_cross_attention)
-            if name.startswith("text_encoder."):
+            if name.startswith(tuple(f"{c}." for c in TEXT_COMPONENTS)):
                 role: Role = "text"
             elif isinstance(parent, Attention) and leaf in ("probs", "key_bias"):
                 role = leaf  # type: ignore[assignment]
@@ -151,7 +157,7 @@ class SiteIndex:
             close = [n for n in self._modules if stem and stem.split(".")[-1] in n][:5]
         hint = ("closest real sites: " + ", ".join(close)) if close else "list them with model.sites()"
         if not name.startswith(COMPONENTS):
-            hint += "; site names start with 'unet.' or 'text_encoder.'"
+            hint += "; site names start with 'unet.', 'text_encoder.' or (SDXL) 'text_encoder_2.'"
         return f"unknown site {name!r}: {hint}"
 
     def materialize(self, pattern: str, enabled: bool = True) -> list[str]:
@@ -197,14 +203,17 @@ class SiteIndex:
         """The FFN hidden activation (input of ``ff.net.2``) of every transformer block."""
         return [n for n in self._modules if n.startswith("unet.") and n.endswith(".ff.hidden")]
 
-    def text_layers(self) -> list[str]:
-        """Every text-encoder layer (its output is the residual stream after it)."""
-        prefix = self.canonical("text_encoder.encoder.layers.0")[: -len("0")]
+    def text_layers(self, encoder: str = "text_encoder") -> list[str]:
+        """Every layer of a text encoder (its output is the residual stream after it); ``encoder=
+        "text_encoder_2"`` for SDXL's second (OpenCLIP bigG) encoder."""
+        if encoder not in TEXT_COMPONENTS:
+            raise SiteError(f"text_layers(encoder={encoder!r}): use one of {TEXT_COMPONENTS}")
+        prefix = self.canonical(f"{encoder}.encoder.layers.0")[: -len("0")]
         return [n for n in self._modules if n.startswith(prefix) and n[len(prefix):].isdigit()]
 
-    def text_residual(self) -> list[str]:
-        """The ``resid_post`` hook point after every text-encoder layer."""
-        return [f"{n}.resid_post" for n in self.text_layers()]
+    def text_residual(self, encoder: str = "text_encoder") -> list[str]:
+        """The ``resid_post`` hook point after every layer of a text encoder."""
+        return [f"{n}.resid_post" for n in self.text_layers(encoder)]
 
 
 def expand(index: SiteIndex, patterns: Iterable[str]) -> list[str]:

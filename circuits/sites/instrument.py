@@ -71,12 +71,15 @@ def instrument_unet(unet: nn.Module) -> None:
 
 
 def instrument_text_encoder(text_encoder: nn.Module) -> None:
-    """Add a ``resid_post`` hook point after every layer of a ``CLIPTextModel``."""
+    """Add a ``resid_post`` hook point after every layer of a ``CLIPTextModel`` (or ``...WithProjection``)."""
     if getattr(text_encoder, _MARK, False):
         return
     for layer in text_layers_of(text_encoder):
         layer.add_module("resid_post", HookPoint())
-        layer.register_forward_hook(lambda mod, args, out: _replace_primary(out, mod.resid_post))
+        # prepend: transformers 5 records ``output_hidden_states`` with its own forward hooks on these layers,
+        # installed when the model is built; ours must run first so the recorded hidden states carry what
+        # interventions wrote (SDXL reads the penultimate layer's hidden state, not the last one)
+        layer.register_forward_hook(lambda mod, args, out: _replace_primary(out, mod.resid_post), prepend=True)
     setattr(text_encoder, _MARK, True)
 
 
