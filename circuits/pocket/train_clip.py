@@ -155,7 +155,7 @@ def train_clip(args: argparse.Namespace, out: Path) -> bool:
                 log.info("clip: stopping at step %d as asked (--stop-after)", step)
                 return False
     state = {"text": model.text.state_dict(), "text_projection": model.text_projection.state_dict(),
-             "image": model.image.state_dict(), "logit_scale": float(model.logit_scale), "step": total,
+             "image": model.image.state_dict(), "logit_scale": model.logit_scale.item(), "step": total,
              "last_top1": top1}  # fmt: skip
     atomic_save(state, final)
     log.info("clip: done, %d steps, last in-batch top-1 %.3f", total, top1)
