@@ -56,3 +56,16 @@ def test_unknown_words_split_into_subtokens(tok):
     words = tok("zebra", add_special_tokens=False).input_ids
     assert len(words) > 1
     assert tok.decode(words).strip() == "zebra"
+
+
+def test_v2_corpus_makes_every_world_word_one_token(tmp_path):
+    """A tokenizer trained on today's corpus keeps every word of the world whole (implicit nouns and
+    spatial words included), so a word's attention map is one token's."""
+    from circuits.pocket import world
+
+    tok = ptok.build(tmp_path)
+    vocab = tok.get_vocab()
+    words = [*world.SHAPES, *world.COLOURS, *world.TEXTURES, *world.BACKGROUNDS, *world.SYNONYMS, *world.IMPLICIT,
+             "left", "right", "above", "below", "top", "bottom", "under", "beneath"]
+    assert [w for w in words if f"{w}</w>" not in vocab] == []
+    assert len(vocab) <= 1002  # 1,000 merges at most, plus SoT and EoT
