@@ -117,6 +117,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch threads (fixed, for determinism)")
     p.add_argument("--n-train", type=int, default=20000, help="rendered training images")
     p.add_argument("--n-val", type=int, default=512)
+    p.add_argument("--world-sampler", choices=["v1", "v2"], default="v2",
+                   help="v2: world.training_examples (one/two objects, implicit nouns); v1: one object only")
+    p.add_argument("--two-object-p", type=float, default=0.5, help="v2 sampler: share of two-object scenes")
+    p.add_argument("--implicit-p", type=float, default=0.15, help="v2 sampler: share of implicit-noun objects")
     p.add_argument("--ckpt-minutes", type=float, default=3.0)
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--stop-after", type=int, default=None, metavar="STEP",

@@ -118,7 +118,7 @@ def train_clip(args: argparse.Namespace, out: Path) -> bool:
     total = fix_steps("clip_steps", args.clip_steps, out)
     tok = load_tokenizer(out)
     images = np.load(out / "data.npz")["train"]
-    items = world_items(args.n_train, seed=args.seed)  # same order as the rendered images
+    items = world_items(args)  # same order as the rendered images
     scenes = [sc for sc, _ in items]
     torch.manual_seed(args.seed + 2)
     model = Contrastive(make_text_encoder(tok), args.clip_dim)

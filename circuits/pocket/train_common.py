@@ -32,6 +32,9 @@ log = logging.getLogger("circuits.pocket.train")
 
 # ----------------------------------------------------------------------------- model configs
 
+#: training image side in pixels (32: measured choice, see MODEL_CARD_v2.md)
+IMAGE_SIZE = 32
+
 VAE_CONFIG: dict[str, Any] = dict(
     in_channels=3,
     out_channels=3,
@@ -41,11 +44,11 @@ VAE_CONFIG: dict[str, Any] = dict(
     layers_per_block=1,
     latent_channels=4,
     norm_num_groups=32,
-    sample_size=32,
+    sample_size=IMAGE_SIZE,
 )
 
 #: latents are image / 4 (two stride-2 stages of the VAE): 32x32 images -> 8x8 latents
-LATENT_SIZE = VAE_CONFIG["sample_size"] // 4
+LATENT_SIZE = IMAGE_SIZE // 4
 
 UNET_CONFIG: dict[str, Any] = dict(
     sample_size=LATENT_SIZE,
@@ -127,24 +130,38 @@ def tokenize(tok, captions: list[str]) -> torch.Tensor:
 # ----------------------------------------------------------------------------- world adapter
 
 
-def world_items(n: int, seed: int) -> list[tuple[Any, int]]:
-    """``n`` (scene, render seed) pairs of training scenes; deterministic in ``seed``."""
-    return world.dataset(n, seed=seed)
+def world_items(args: Any, n: int | None = None, seed: int | None = None) -> list[tuple[Any, int]]:
+    """(scene, render seed) pairs of training scenes, deterministic in the seed.
+
+    ``args.world_sampler`` picks the sampler: ``v2`` draws :func:`world.training_examples` (one or two
+    objects with probability ``args.two_object_p``, implicit-noun objects with ``args.implicit_p``);
+    ``v1`` draws v1's one-object :func:`world.dataset` (the one-object arm of the ablation).
+    ``n`` and ``seed`` default to ``args.n_train`` and ``args.seed``.
+    """
+    n = args.n_train if n is None else n
+    seed = args.seed if seed is None else seed
+    if args.world_sampler == "v1":
+        return world.dataset(n, seed=seed)
+    if args.world_sampler == "v2":
+        examples = world.training_examples(n, seed, two_object_p=args.two_object_p, implicit_p=args.implicit_p)
+        return [(ex.scene, ex.seed) for ex in examples]
+    raise ValueError(f"world_sampler {args.world_sampler!r}: expected 'v1' or 'v2'")
 
 
 def render_items(items: list[tuple[Any, int]]) -> UInt8[np.ndarray, "n h w 3"]:
-    return world.render_batch(items)
+    return world.render_batch(items, size=IMAGE_SIZE)
 
 
 def draw_caption(scene: Any, rng: random.Random) -> str:
-    """One caption of ``scene`` (templates, synonyms, word order vary with ``rng``)."""
+    """One caption of ``scene`` (templates, synonyms, implicit nouns, word order vary with ``rng``)."""
     return world.caption(scene, rng)
 
 
 def scene_key(scene: Any) -> Any:
-    """What makes two training items the *same* picture for the contrastive targets: the scene
-    itself (render seeds only jitter position, size and shade)."""
-    return scene
+    """What makes two training items the *same* picture for the contrastive targets: the scene up to
+    which object is named first (render seeds only jitter positions, sizes and shades)."""
+    swapped = scene.swapped() if hasattr(scene, "swapped") else scene
+    return frozenset((scene, swapped))
 
 
 # ----------------------------------------------------------------------------- utilities

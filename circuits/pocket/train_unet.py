@@ -60,7 +60,7 @@ def train_unet(args: argparse.Namespace, out: Path) -> bool:
     tok = load_tokenizer(out)
     sf = torch.load(out / "vae.pt", weights_only=False)["scaling_factor"]
     latents = torch.load(out / "latents.pt") * sf
-    scenes = [sc for sc, _ in world_items(args.n_train, seed=args.seed)]  # order of the cached latents
+    scenes = [sc for sc, _ in world_items(args)]  # order of the cached latents
     if len(scenes) != len(latents):
         raise SystemExit(f"{out / 'latents.pt'}: {len(latents)} latents but --n-train {args.n_train}")
     noise_sched = DDPMScheduler(**SCHEDULER_CONFIG)

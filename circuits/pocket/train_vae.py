@@ -47,8 +47,8 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.nd
     data_path = out / "data.npz"
     if not data_path.exists():
         t0 = time.perf_counter()
-        train = world_items(args.n_train, seed=args.seed)
-        val = world_items(args.n_val, seed=args.seed + 1)
+        train = world_items(args)
+        val = world_items(args, args.n_val, args.seed + 1)
         tmp = data_path.with_name("data.tmp.npz")
         np.savez(tmp, train=render_items(train), val=render_items(val))
         os.replace(tmp, data_path)

@@ -51,7 +51,7 @@ def test_contrastive_phase_lowers_its_loss(base, tmp_path):
     out = copy_of(base, tmp_path)
     pocket_train.run(args_for(out, "--phase", "clip", "--clip-steps", "120", "--clip-lr", "2e-3"))
     tok = load_tokenizer(out)
-    items = world_items(48, seed=0)
+    items = world_items(args_for(out))
     images = to_tensor(np.load(out / "data.npz")["train"][:24])
     ids = tokenize(tok, [prompt(sc) for sc, _ in items[:24]])
     keys = [scene_key(sc) for sc, _ in items[:24]]
