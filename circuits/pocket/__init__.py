@@ -1,8 +1,13 @@
 """The pocket model: a tiny, real Stable Diffusion pipeline trained on a procedurally rendered world.
 
-* :mod:`circuits.pocket.world` - the renderer, captions, held-out split (numpy/PIL only).
+* :mod:`circuits.pocket.world` - the renderer, held-out split and training sampler (numpy/PIL only);
+  :mod:`~circuits.pocket.scene` (vocabulary, ``Scene``, implicit nouns, relations) and
+  :mod:`~circuits.pocket.captions` (captions, canonical prompts, the prompt parser) behind it.
 * :mod:`circuits.pocket.tokenizer` - BPE trained with ``tokenizers``, saved in CLIP's layout.
-* :mod:`circuits.pocket.oracle` - reads colour / shape / texture / background from images.
+* :mod:`circuits.pocket.oracle` - reads each object's colour / shape / texture / position and the
+  background from images (fitted by :mod:`~circuits.pocket.oracle_fit`).
+* :mod:`circuits.pocket.following` - how an image follows its prompt: named and implied attributes,
+  colour-shape binding, the spatial word.
 * :mod:`circuits.pocket.train` - reproducible training script (VAE, then UNet + text encoder).
 * :mod:`circuits.pocket.evaluate` - prompt following on held-out prompts, synonym gap, speed, grid.
 * :mod:`circuits.pocket.concepts` - ``concept("red")``: erasure concepts with templates and preservation prompts.

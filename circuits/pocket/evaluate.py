@@ -12,7 +12,10 @@ Measures, with ``StableDiffusionPipeline`` itself (DDIM, 25 steps, guidance 7.5,
 * short prompts that name only colour and shape ("a red circle"), every colour x shape pair:
   colour and shape accuracy (texture and background are the model's choice there);
 * a reference on training combinations;
-* speed: seconds per image for a batch of 16 prompts at 25 steps (after one warm-up call).
+* speed: seconds per image for a batch of 16 prompts at 25 steps (after one warm-up call);
+* with ``--following`` (v2's targets), :func:`prompt_following_v2`: object-by-object prompt following on
+  held-out one- and two-object prompts and implicit-noun prompts (named and implied attributes,
+  colour-shape binding, the spatial word), at the pipeline's own image size.
 
 Everything is seeded: image ``(prompt, seed)`` uses ``torch.Generator().manual_seed(seed)``.
 """
@@ -29,14 +32,19 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from .following import follow_images, summarise
 from .oracle import Oracle
 from .world import (
+    BACKGROUNDS,
     COLOURS,
+    IMPLICIT,
     SHAPES,
     SYNONYMS,
+    TEXTURES,
     Scene,
     all_scenes,
     caption,
+    held_out_examples,
     held_out_scenes,
     prompt,
     render,
@@ -58,15 +66,58 @@ def load_pipeline(path: str | Path = DEFAULT_PIPELINE):
     return pipe
 
 
+def image_size(pipe) -> int:
+    """The pipeline's native image size: UNet sample size times the VAE's downsampling (32 for v1)."""
+    return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+
 def sample(pipe, prompts: list[str], seeds: list[int], *, steps: int = 25, guidance: float = 7.5,
-           batch: int = 16) -> list[Image.Image]:  # fmt: skip
-    """One 32x32 image per (prompt, seed) pair, in order, batched."""
+           batch: int = 16, size: int | None = None) -> list[Image.Image]:  # fmt: skip
+    """One image per (prompt, seed) pair, in order, batched, at ``size`` (default: the pipeline's own)."""
+    size = size or image_size(pipe)
     out = []
     for i in range(0, len(prompts), batch):
         ps, ss = prompts[i : i + batch], seeds[i : i + batch]
         gens = [torch.Generator().manual_seed(int(s)) for s in ss]
-        out += pipe(ps, height=32, width=32, num_inference_steps=steps, guidance_scale=guidance,
+        out += pipe(ps, height=size, width=size, num_inference_steps=steps, guidance_scale=guidance,
                     generator=gens).images  # fmt: skip
+    return out
+
+
+def following_sets(n: int = 24, seed: int = 0) -> dict[str, list[str]]:
+    """v2's prompt sets for the targets of issue 15 (none of them a training combination):
+
+    * ``one_object`` - held-out one-object scenes, canonical prompts (every attribute named);
+    * ``two_objects`` - held-out two-object scenes ("a striped red circle to the left of a dotted blue
+      square on a white background"): binding and relation;
+    * ``implicit`` - one-object scenes of implicit nouns ("a striped dax on a black background"): the
+      implied colour and shape;
+    * ``two_objects_implicit`` - the two-object prompts with implicit nouns where the objects have them."""
+    one = [e.scene for e in held_out_examples(n, seed, two_object_p=0.0)]
+    two = [e.scene for e in held_out_examples(n, seed + 1, two_object_p=1.0)]
+    rng = random.Random(f"pocket-eval-implicit/{seed}")
+    nouns = sorted(IMPLICIT)
+    implicit = [Scene(IMPLICIT[w]["shape"], IMPLICIT[w]["colour"], rng.choice(TEXTURES), rng.choice(BACKGROUNDS))
+                for w in (nouns[i % len(nouns)] for i in range(n))]  # fmt: skip
+    with_nouns = [s for s in two if any(t.implicit_noun for t in s.objects)]
+    return {
+        "one_object": [prompt(s) for s in one],
+        "two_objects": [prompt(s) for s in two],
+        "implicit": [prompt(s, implicit=True) for s in implicit],
+        "two_objects_implicit": [prompt(s, implicit=True) for s in with_nouns],
+    }
+
+
+def prompt_following_v2(pipe, n_seeds: int = 4, *, n: int = 24, steps: int = 25, guidance: float = 7.5,
+                        oracle: Oracle | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+    """Per set of :func:`following_sets`: the mean of each kind of check (``named.colour``, ``implied.shape``,
+    ``binding``, ``relation``, ...), over ``n_seeds`` images per prompt, read by the oracle object by object."""
+    out = {}
+    for j, (name, prompts) in enumerate(following_sets(n).items()):
+        rows = [p for p in prompts for _ in range(n_seeds)]
+        seeds = [10_000 * j + 100 * i + k for i in range(len(prompts)) for k in range(n_seeds)]
+        images = sample(pipe, rows, seeds, steps=steps, guidance=guidance)
+        out[name] = summarise(follow_images(rows, images, oracle)) | {"n": len(images)}
     return out
 
 
@@ -133,10 +184,11 @@ def speed(pipe, batch: int = 16, steps: int = 25, repeats: int = 2) -> float:
     prompts = [prompt(sc) for sc in held_out_scenes()][:batch]
     prompts += ["a red circle"] * (batch - len(prompts))
     gens = [torch.Generator().manual_seed(i) for i in range(batch)]
-    pipe(prompts, height=32, width=32, num_inference_steps=steps, generator=gens)  # warm-up
+    size = image_size(pipe)
+    pipe(prompts, height=size, width=size, num_inference_steps=steps, generator=gens)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
-        pipe(prompts, height=32, width=32, num_inference_steps=steps, guidance_scale=7.5,
+        pipe(prompts, height=size, width=size, num_inference_steps=steps, guidance_scale=7.5,
              generator=gens)  # fmt: skip
     return (time.perf_counter() - t0) / (repeats * batch)
 
@@ -175,7 +227,7 @@ def write_grid(pipe, path: str | Path = "docs/pocket_grid.png", prompts=GRID_PRO
 
 
 def evaluate(pipeline=DEFAULT_PIPELINE, n_seeds: int = 8, guidance: float = 7.5, steps: int = 25,
-             do_speed: bool = True) -> dict:  # fmt: skip
+             do_speed: bool = True, following: bool = False) -> dict:  # fmt: skip
     pipe = load_pipeline(pipeline)
     oracle = Oracle.load()
     held = held_out_scenes()
@@ -197,6 +249,9 @@ def evaluate(pipeline=DEFAULT_PIPELINE, n_seeds: int = 8, guidance: float = 7.5,
     res["synonym_gap"] = {
         k: res["held_out_plain"][k] - res["held_out_synonym"][k] for k in (*KEYS, "background")
     }
+    if following:
+        res["following_v2"] = prompt_following_v2(pipe, max(1, n_seeds // 2), steps=steps, guidance=guidance,
+                                                  oracle=oracle)  # fmt: skip
     if do_speed:
         res["seconds_per_image_batch16_25steps"] = speed(pipe, steps=steps)
     return res
@@ -221,6 +276,8 @@ def format_table(res: dict) -> str:
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    for name, summary in res.get("following_v2", {}).items():
+        lines.append(f"{name}: " + ", ".join(f"{k} {v:.3f}" if k != "n" else f"n={v}" for k, v in summary.items()))
     if "seconds_per_image_batch16_25steps" in res:
         s = res["seconds_per_image_batch16_25steps"]
         lines.append(f"speed: {s:.3f} s/image (batch 16, 25 steps, {res['settings']['threads']} thread(s))")
@@ -238,9 +295,10 @@ def main(argv=None) -> None:
     p.add_argument("--json", default="runs/pocket/eval.json", help="where to write the numbers")
     p.add_argument("--grid", default=None, help="also write the prompt-by-seed grid here")
     p.add_argument("--no-speed", action="store_true")
+    p.add_argument("--following", action="store_true", help="also v2's object-by-object prompt following")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    res = evaluate(args.pipeline, args.seeds, args.guidance, args.steps, not args.no_speed)
+    res = evaluate(args.pipeline, args.seeds, args.guidance, args.steps, not args.no_speed, args.following)
     print(format_table(res))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,45 +1,53 @@
-"""The pocket oracle: reads colour, shape, texture and background back from an image.
+"""The pocket oracle: reads each object's colour, shape, texture and position, and the background.
 
-* **background** - the median colour of the outer ring of pixels, nearest of the world's
-  (achromatic) backgrounds.
-* **colour** - a hue vote, no learning: pixels with enough chroma (max - min of RGB) vote, weighted
-  by chroma, for the nearest canonical hue of the world's colours.
-* **shape** and **texture** - two small multi-layer perceptrons fitted with scikit-learn on
-  foreground-mask features (the mask, a crop of it centred on the object and resized, and the
-  magnitude spectrum of that crop, which sees stripes and dots wherever they are). The foreground
-  is what is both more chromatic than the background and far from it in RGB, the background being
-  the median of the outer ring: generated images have tinted backgrounds and pale stripes, which an
-  absolute chroma threshold reads as object.
+Two ways to read:
 
-The fitted networks are shipped as plain arrays (``oracle.npz``: weights, biases, class names and
-the feature normalisation), and the forward pass is numpy, so reading does not depend on the
-scikit-learn version and no pickle is ever loaded. Refit with ``python -m circuits.pocket.oracle``
-(fixed seeds; it prints the accuracy on fresh clean renders).
+* ``Oracle.read(images)`` - v1's whole-image read, for one-object pictures: ``{"colour": [...],
+  "shape": [...], "texture": [...], "background": [...]}``, the image taken at 32 x 32.
+* ``Oracle.read_objects(images, n_objects=None)`` - one :class:`ImageRead` per image: the background and
+  up to two :class:`ObjectRead` (colour, shape, texture, centroid, area, mask), at the image's own size
+  when it is 32 or 64. ``n_objects`` (an int or one per image, e.g. from the prompt) says how many objects
+  to look for; ``None`` counts them. :mod:`circuits.pocket.following` scores a prompt against a read.
 
-The fitting data are renders of every scene of the world (held-out combinations included: the
-oracle is a measuring instrument, not part of the model): half with mild blur and noise, half
-passed through the pocket VAE with noise added to their latents, so that the oracle reads what the
-decoder produces (soft edges, tints, imperfect latents) and not only clean renders. Refit it when
-the VAE changes.
+How it reads:
+
+* **background** - the median colour of the outer 2-pixel ring, nearest of the world's (achromatic)
+  backgrounds.
+* **foreground** - pixels both more chromatic than the background and far from it in RGB (generated
+  images have tinted backgrounds and pale stripes, which an absolute chroma threshold reads as object).
+* **objects** - holes filled, connected pieces counted; with two objects every foreground pixel goes to
+  the nearer of the two largest pieces (or, when the two touch, to one of two clusters of pixel positions).
+* **colour** - a hue vote, no learning: an object's pixels vote, weighted by chroma, for the nearest
+  canonical hue of the world's colours.
+* **shape** and **texture** - two small multi-layer perceptrons on features of an object's soft mask
+  (the object-centred crop resized to 20 x 20, its magnitude spectrum, a few statistics and hole counts),
+  which make them blind to where the object is and how large it is drawn.
+
+The networks are stored as plain arrays (``oracle.npz``: weights, biases, class names, feature
+normalisation; no pickle) and run in numpy. :mod:`circuits.pocket.oracle_fit` refits them:
+``python -m circuits.pocket.oracle`` (fixed seeds; prints the accuracy on fresh renders at 32 and 64,
+clean and through the VAE).
 """
 
 from __future__ import annotations
 
-import argparse
 import colorsys
 import functools
 import json
-import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFilter
+from jaxtyping import Float
+from PIL import Image
 
-from .world import BACKGROUND_RGB, COLOUR_RGB, SHAPES, TEXTURES, Scene, all_scenes, render
+from .world import BACKGROUND_RGB, COLOUR_RGB, Scene
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "oracle.npz"
 SIZE = 32
+#: sizes read as they are by read_objects (others are resized to 32)
+NATIVE_SIZES = (32, 64)
 CROP = 20
 # foreground ramps: chroma above the background's, and RGB distance from it (both in [0, 1] units)
 CHROMA_LO, CHROMA_HI = 0.06, 0.22
@@ -58,52 +66,54 @@ BACKGROUND_NAMES = tuple(BACKGROUND_RGB)
 BACKGROUND_VALUES = np.array([BACKGROUND_RGB[b] for b in BACKGROUND_NAMES], dtype=np.float32) / 255
 
 
-def to_array(images) -> np.ndarray:
-    """PIL images, or an array (N, H, W, 3) uint8 / float in [0, 1] -> float32 (N, 32, 32, 3)."""
+def _resize_rgb(a: np.ndarray, size: int) -> np.ndarray:
+    img = Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8))
+    return np.asarray(img.resize((size, size), Image.Resampling.BOX), np.float32) / 255.0
+
+
+def to_array(images, size: int | None = SIZE) -> Float[np.ndarray, "n h w 3"]:
+    """PIL images, or an array (N, H, W, 3) uint8 / float in [0, 1] -> float32 (N, size, size, 3).
+    ``size=None`` keeps 32 x 32 and 64 x 64 images as they are and box-resizes others to 32."""
     if isinstance(images, np.ndarray):
-        arr = images
-        if arr.ndim == 3:
-            arr = arr[None]
+        arr = images[None] if images.ndim == 3 else images
+        if arr.ndim != 4 or arr.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3) or (H, W, 3) RGB; got shape {images.shape}")
         arr = arr.astype(np.float32) / 255.0 if arr.dtype == np.uint8 else arr.astype(np.float32)
-        if arr.shape[1:3] != (SIZE, SIZE):
-            arr = np.stack(
-                [
-                    np.asarray(
-                        Image.fromarray((np.clip(a, 0, 1) * 255).round().astype(np.uint8)).resize(
-                            (SIZE, SIZE), Image.Resampling.BOX
-                        )
-                    )
-                    for a in arr
-                ]
-            ).astype(np.float32) / 255.0
-        return np.clip(arr, 0.0, 1.0)
+        arrays = list(np.clip(arr, 0.0, 1.0))
+    else:
+        arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0 for im in images]
     out = []
-    for im in images:
-        im = im.convert("RGB")
-        if im.size != (SIZE, SIZE):
-            im = im.resize((SIZE, SIZE), Image.Resampling.BOX)
-        out.append(np.asarray(im, dtype=np.float32) / 255.0)
-    return np.stack(out) if out else np.zeros((0, SIZE, SIZE, 3), np.float32)
+    for a in arrays:
+        target = size
+        if target is None:
+            target = a.shape[0] if a.shape[0] == a.shape[1] and a.shape[0] in NATIVE_SIZES else SIZE
+        out.append(a if a.shape[:2] == (target, target) else _resize_rgb(a, target))
+    if not out:
+        return np.zeros((0, size or SIZE, size or SIZE, 3), np.float32)
+    if len({a.shape for a in out}) > 1:
+        raise ValueError(f"images of different sizes in one call: {sorted({a.shape[:2] for a in out})}")
+    return np.stack(out)
 
 
 def chroma(arr: np.ndarray) -> np.ndarray:
     return arr.max(axis=-1) - arr.min(axis=-1)
 
 
-def ring_median(arr: np.ndarray) -> np.ndarray:
-    """Median colour (N, 3) of the outer 2-pixel ring: the background, objects never reach it."""
+def ring_median(arr: Float[np.ndarray, "n h w 3"]) -> Float[np.ndarray, "n 3"]:
+    """Median colour (N, 3) of the outer 2-pixel ring: the background, objects (almost) never reach it."""
+    n = len(arr)
     ring = np.concatenate(
-        [arr[:, :2].reshape(len(arr), -1, 3), arr[:, -2:].reshape(len(arr), -1, 3),
-         arr[:, 2:-2, :2].reshape(len(arr), -1, 3), arr[:, 2:-2, -2:].reshape(len(arr), -1, 3)],
+        [arr[:, :2].reshape(n, -1, 3), arr[:, -2:].reshape(n, -1, 3),
+         arr[:, 2:-2, :2].reshape(n, -1, 3), arr[:, 2:-2, -2:].reshape(n, -1, 3)],
         axis=1,
     )  # fmt: skip
     return np.median(ring, axis=1)
 
 
-def fg_mask(arr: np.ndarray) -> np.ndarray:
-    """Soft foreground mask in [0, 1] (N, 32, 32): pixels more chromatic than the background and far
-    from its colour. Objects are saturated colours; backgrounds, stripes and dots are (near) the
-    achromatic background, tinted alike in generated images."""
+def fg_mask(arr: Float[np.ndarray, "n h w 3"]) -> Float[np.ndarray, "n h w"]:
+    """Soft foreground mask in [0, 1]: pixels more chromatic than the background and far from its colour.
+    Objects are saturated colours; backgrounds, stripes and dots are (near) the achromatic background,
+    tinted alike in generated images."""
     bg = ring_median(arr)[:, None, None, :]
     more_chroma = chroma(arr) - chroma(bg)
     distance = np.sqrt(((arr - bg) ** 2).sum(-1) / 3.0)
@@ -118,19 +128,22 @@ def read_background(arr: np.ndarray) -> list[str]:
     return [BACKGROUND_NAMES[i] for i in d.argmin(1)]
 
 
-def read_colour(arr: np.ndarray) -> list[str]:
+def _nearest_hue(arr: np.ndarray) -> np.ndarray:
+    """Index of the nearest canonical hue for every pixel (..., H, W)."""
     c = chroma(arr)
     mx = arr.max(-1)
-    mn = arr.min(-1)
     r, g, b = arr[..., 0], arr[..., 1], arr[..., 2]
     safe = np.where(c > 1e-6, c, 1.0)
     h = np.where(
         mx == r, ((g - b) / safe) % 6, np.where(mx == g, (b - r) / safe + 2, (r - g) / safe + 4)
     ) * 60.0  # fmt: skip
-    del mn
-    # circular distance to each canonical hue -> nearest colour per pixel
-    dist = np.abs((h[..., None] - COLOUR_HUES + 180.0) % 360.0 - 180.0)
-    nearest = dist.argmin(-1)  # (N, 32, 32)
+    return np.abs((h[..., None] - COLOUR_HUES + 180.0) % 360.0 - 180.0).argmin(-1)
+
+
+def read_colour(arr: np.ndarray) -> list[str]:
+    """v1's whole-image colour: the most chromatic pixels vote for their nearest hue, weighted by chroma."""
+    c = chroma(arr)
+    nearest = _nearest_hue(arr)
     out = []
     for i in range(len(arr)):
         w = c[i]
@@ -141,23 +154,32 @@ def read_colour(arr: np.ndarray) -> list[str]:
     return out
 
 
+def _object_colour(img: np.ndarray, mask: np.ndarray) -> str:
+    """An object's colour: its pixels (soft mask above one half, else all it touches) vote by chroma."""
+    weight = chroma(img) * np.where(mask > 0.5, 1.0, 0.0)
+    if weight.sum() < 1e-6:
+        weight = chroma(img) * mask
+    votes = np.bincount(_nearest_hue(img).ravel(), weights=weight.ravel(), minlength=len(COLOUR_NAMES))
+    return COLOUR_NAMES[int(votes.argmax())]
+
+
 def _resize(a: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(
         Image.fromarray(a.astype(np.float32), mode="F").resize((size, size), Image.Resampling.BILINEAR)
     )
 
 
-def features(arr: np.ndarray) -> np.ndarray:
-    """Scale- and position-free features (N, F) of the foreground mask: the object-centred crop,
-    its magnitude spectrum, and a few statistics of the crop. Generated objects are larger,
-    smaller and further off-centre than rendered ones; the crop makes that irrelevant."""
-    m = fg_mask(arr)
+def mask_features(m: Float[np.ndarray, "n h w"]) -> Float[np.ndarray, "n f"]:
+    """Scale- and position-free features of soft object masks: the object-centred crop, its magnitude
+    spectrum, and a few statistics of the crop. Generated objects are larger, smaller and further
+    off-centre than rendered ones; the crop makes that irrelevant."""
+    n, hh, ww = m.shape
     # a pixel counts for the object's extent only if its 3x3 neighbourhood is mostly foreground too:
     # isolated specks of background noise must not stretch the crop
     padded = np.pad(m, ((0, 0), (1, 1), (1, 1)))
-    local = sum(padded[:, dy : dy + SIZE, dx : dx + SIZE] for dy in range(3) for dx in range(3)) / 9.0
+    local = sum(padded[:, dy : dy + hh, dx : dx + ww] for dy in range(3) for dx in range(3)) / 9.0
     feats = []
-    ys, xs = np.mgrid[0:SIZE, 0:SIZE]
+    ys, xs = np.mgrid[0:hh, 0:ww]
     for mi, li in zip(m, local):
         if mi.sum() < 1e-3:
             crop = np.zeros((CROP, CROP), np.float32)
@@ -176,7 +198,12 @@ def features(arr: np.ndarray) -> np.ndarray:
         stats = [float(crop.mean()), float((crop > 0.5).mean()),
                  float(np.abs(np.diff(crop, axis=0)).mean()), float(np.abs(np.diff(crop, axis=1)).mean())]  # fmt: skip
         feats.append(np.concatenate([crop.ravel(), spec.ravel(), stats, _topology(crop)]))
-    return np.asarray(feats, dtype=np.float32)
+    return np.asarray(feats, dtype=np.float32).reshape(n, -1)
+
+
+def features(arr: Float[np.ndarray, "n h w 3"]) -> Float[np.ndarray, "n f"]:
+    """Features of each image's whole foreground (v1: one object per image)."""
+    return mask_features(fg_mask(arr))
 
 
 def _topology(crop: np.ndarray) -> list[float]:
@@ -194,6 +221,82 @@ def _topology(crop: np.ndarray) -> list[float]:
     return out
 
 
+# ----------------------------------------------------------------------------- objects
+
+#: a piece of foreground smaller than this (in 32 x 32 pixels) is a speck, not an object
+MIN_AREA = 4.0
+#: a second piece counts as an object only if it is at least this share of the largest
+SECOND_SHARE = 0.15
+
+
+def _two_means(points: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Labels (0/1) of weighted 2-means on pixel positions, started at the extremes of the wider axis."""
+    axis = int(np.argmax(points.max(0) - points.min(0)))
+    centres = np.stack([points[points[:, axis].argmin()], points[points[:, axis].argmax()]]).astype(float)
+    labels = np.zeros(len(points), int)
+    for _ in range(20):
+        labels = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+        for k in (0, 1):
+            if (labels == k).any():
+                centres[k] = np.average(points[labels == k], axis=0, weights=weights[labels == k] + 1e-9)
+    return labels
+
+
+def segment(m: Float[np.ndarray, "h w"], n_objects: int | None = None) -> Float[np.ndarray, "k h w"]:
+    """Split one soft foreground mask into object masks (k = ``n_objects``, or counted when ``None``;
+    k <= 2; k = 0 for an empty image). Every foreground pixel belongs to exactly one object."""
+    from scipy import ndimage
+
+    if n_objects is not None and n_objects not in (1, 2):
+        raise ValueError(f"n_objects must be 1, 2 or None; got {n_objects!r}")
+    h, w = m.shape
+    min_area = MIN_AREA * (h / 32) ** 2
+    solid = m > 0.5
+    if solid.sum() < min_area:
+        return np.zeros((0, h, w), np.float32)
+    labels, count = ndimage.label(ndimage.binary_fill_holes(solid), structure=np.ones((3, 3)))
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:]
+    order = np.argsort(-areas)
+    big = [i + 1 for i in order if areas[i] >= max(min_area, SECOND_SHARE * areas[order[0]])]
+    k = n_objects if n_objects is not None else min(2, len(big))
+    if k == 1:
+        return m[None].astype(np.float32)
+    fg = m > 0.05
+    if len(big) >= 2:  # each pixel to the nearer of the two largest pieces
+        d = np.stack([ndimage.distance_transform_edt(labels != lab) for lab in big[:2]])
+        owner = d.argmin(0)
+    else:  # the two objects touch (or one is missing): split the pixel positions in two clusters
+        ys, xs = np.nonzero(fg)
+        cluster = _two_means(np.stack([ys, xs], 1).astype(float), m[fg])
+        owner = np.zeros((h, w), int)
+        owner[ys, xs] = cluster
+    return np.stack([np.where(fg & (owner == j), m, 0.0) for j in (0, 1)]).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    """One object the oracle found: attributes, centroid (x right, y down, in [0, 1]), area share, mask."""
+
+    colour: str
+    shape: str
+    texture: str
+    x: float
+    y: float
+    area: float
+    mask: np.ndarray
+
+    def get(self, attribute: str) -> str:
+        return getattr(self, attribute)
+
+
+@dataclass(frozen=True)
+class ImageRead:
+    """Everything the oracle read in one image; ``objects`` largest first."""
+
+    background: str
+    objects: tuple[ObjectRead, ...]
+
+
 class Oracle:
     """Reads the pocket world's concepts from images. ``Oracle.load()`` gives the shipped one."""
 
@@ -201,27 +304,28 @@ class Oracle:
         self.heads = heads  # name -> {"mean", "std", "W": [...], "b": [...], "classes": [...]}
 
     @classmethod
-    def load(cls, path: str | Path = DEFAULT_PATH) -> "Oracle":
+    def load(cls, path: str | Path = DEFAULT_PATH) -> Oracle:
         z = np.load(path, allow_pickle=False)
         meta = json.loads(str(z["meta"]))
         heads = {}
         for name, info in meta["heads"].items():
             heads[name] = {
-                "mean": z[f"{name}_mean"],
-                "std": z[f"{name}_std"],
-                "W": [z[f"{name}_W{i}"] for i in range(info["layers"])],
-                "b": [z[f"{name}_b{i}"] for i in range(info["layers"])],
+                "mean": z[f"{name}_mean"].astype(np.float32),
+                "std": z[f"{name}_std"].astype(np.float32),
+                "W": [z[f"{name}_W{i}"].astype(np.float32) for i in range(info["layers"])],
+                "b": [z[f"{name}_b{i}"].astype(np.float32) for i in range(info["layers"])],
                 "classes": info["classes"],
             }
         return cls(heads)
 
     def save(self, path: str | Path = DEFAULT_PATH) -> None:
+        """Plain arrays; weights in float16 (the file ships in the repository; reads are unchanged)."""
         arrays, meta = {}, {"heads": {}}
         for name, h in self.heads.items():
             arrays[f"{name}_mean"] = h["mean"].astype(np.float32)
             arrays[f"{name}_std"] = h["std"].astype(np.float32)
             for i, (w, b) in enumerate(zip(h["W"], h["b"])):
-                arrays[f"{name}_W{i}"] = np.asarray(w, np.float32)
+                arrays[f"{name}_W{i}"] = np.asarray(w, np.float16)
                 arrays[f"{name}_b{i}"] = np.asarray(b, np.float32)
             meta["heads"][name] = {"layers": len(h["W"]), "classes": list(h["classes"])}
         arrays["meta"] = np.array(json.dumps(meta))
@@ -237,8 +341,8 @@ class Oracle:
         return [h["classes"][i] for i in x.argmax(1)]
 
     def read(self, images: Sequence[Image.Image] | np.ndarray) -> dict[str, list[str]]:
-        """Concepts of each image: {"colour": [...], "shape": [...], "texture": [...],
-        "background": [...]}."""
+        """v1's whole-image read of one-object pictures at 32 x 32: {"colour": [...], "shape": [...],
+        "texture": [...], "background": [...]}."""
         arr = to_array(images)
         if len(arr) == 0:
             return {"colour": [], "shape": [], "texture": [], "background": []}
@@ -257,90 +361,39 @@ class Oracle:
             for k in ("colour", "shape", "texture", "background")
         }
 
-
-# ----------------------------------------------------------------------------- fitting
-
-
-def _zoom(img: Image.Image, factor: float) -> Image.Image:
-    """The image scaled by ``factor`` about its centre, cropped or padded (with its own border
-    colour) back to its size: objects larger and smaller than the world draws them."""
-    w, h = img.size
-    big = img.resize((max(1, round(w * factor)), max(1, round(h * factor))), Image.Resampling.BILINEAR)
-    if factor >= 1:
-        left, top = (big.width - w) // 2, (big.height - h) // 2
-        return big.crop((left, top, left + w, top + h))
-    out = Image.new("RGB", (w, h), img.getpixel((0, 0)))
-    out.paste(big, ((w - big.width) // 2, (h - big.height) // 2))
-    return out
-
-
-def _augment(img: Image.Image, rng: random.Random) -> np.ndarray:
-    if rng.random() < 0.5:
-        img = _zoom(img, rng.uniform(0.8, 1.3))
-    if rng.random() < 0.6:
-        img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0.2, 0.8)))
-    a = np.asarray(img, np.float32) / 255.0
-    if rng.random() < 0.6:
-        nrng = np.random.default_rng(rng.randrange(2**31))
-        a = a + nrng.normal(0, rng.uniform(0.005, 0.04), a.shape).astype(np.float32)
-    return np.clip(a, 0, 1)
-
-
-def make_set(n: int, seed: int, augment: bool) -> tuple[np.ndarray, list[Scene]]:
-    rng = random.Random(f"pocket-oracle/{seed}")
-    scenes = all_scenes()
-    items = [(rng.choice(scenes), rng.randrange(2**31)) for _ in range(n)]
-    imgs = []
-    for sc, s in items:
-        im = render(sc, seed=s)
-        imgs.append(_augment(im, rng) if augment else np.asarray(im, np.float32) / 255.0)
-    return np.stack(imgs), [sc for sc, _ in items]
-
-
-def decoded(arr: np.ndarray, vae_dir: str | Path, seed: int, max_noise: float = 0.6) -> np.ndarray:
-    """``arr`` (N, 32, 32, 3) in [0, 1] through the VAE: encode, add Gaussian noise of a random
-    strength up to ``max_noise`` latent standard deviations per image, decode."""
-    import torch
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL.from_pretrained(str(vae_dir), dtype=torch.float32, local_files_only=True).eval()
-    generator = torch.Generator().manual_seed(seed)
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(arr), 256):
-            x = torch.from_numpy(arr[i : i + 256]).permute(0, 3, 1, 2).mul(2).sub(1)
-            z = vae.encode(x).latent_dist.mean
-            strength = torch.rand(len(z), 1, 1, 1, generator=generator) * max_noise
-            z = z + strength * z.std() * torch.randn(z.shape, generator=generator)
-            y = vae.decode(z).sample.clamp(-1, 1).add(1).div(2)
-            out.append(y.permute(0, 2, 3, 1).numpy())
-    return np.concatenate(out).astype(np.float32)
-
-
-def fit(n: int = 8000, seed: int = 0, hidden: int = 128, vae_dir: str | Path | None = DEFAULT_VAE) -> Oracle:
-    """Fit the shape and texture heads on ``n`` renders; with ``vae_dir``, half of them are decoded."""
-    from sklearn.neural_network import MLPClassifier
-
-    arr, scenes = make_set(n, seed, augment=True)
-    if vae_dir is not None:
-        half = n // 2
-        clean, clean_scenes = make_set(half, seed + 500, augment=False)
-        arr[:half] = decoded(clean, vae_dir, seed)
-        scenes[:half] = clean_scenes
-    f = features(arr)
-    mean, std = f.mean(0), f.std(0) + 1e-3
-    x = (f - mean) / std
-    heads = {}
-    for name, classes in (("shape", SHAPES), ("texture", TEXTURES)):
-        y = np.array([classes.index(getattr(s, name)) for s in scenes])
-        clf = MLPClassifier(hidden_layer_sizes=(hidden,), alpha=1e-3, max_iter=60,
-                            early_stopping=True, n_iter_no_change=8, random_state=seed)  # fmt: skip
-        clf.fit(x, y)
-        heads[name] = {
-            "mean": mean, "std": std, "W": clf.coefs_, "b": clf.intercepts_,
-            "classes": [classes[i] for i in clf.classes_],
-        }  # fmt: skip
-    return Oracle(heads)
+    def read_objects(self, images: Sequence[Image.Image] | np.ndarray,
+                     n_objects: int | Sequence[int | None] | None = None) -> list[ImageRead]:  # fmt: skip
+        """Each image's background and objects (at most two, largest first), read at the image's own size
+        when it is 32 or 64. ``n_objects``: how many objects to look for (one value, or one per image);
+        ``None`` counts them."""
+        arr = to_array(images, size=None)
+        counts = list(n_objects) if isinstance(n_objects, Sequence) else [n_objects] * len(arr)
+        if len(counts) != len(arr):
+            raise ValueError(f"n_objects has {len(counts)} entries for {len(arr)} images")
+        masks = fg_mask(arr)
+        backgrounds = read_background(arr)
+        per_image = [segment(m, k) for m, k in zip(masks, counts)]
+        flat = [obj for objs in per_image for obj in objs]
+        if flat:
+            feats = mask_features(np.stack(flat))
+            shapes, textures = self._predict("shape", feats), self._predict("texture", feats)
+        reads, j = [], 0
+        size = arr.shape[1] if len(arr) else SIZE
+        ys, xs = np.mgrid[0:size, 0:size]
+        for img, bg, objs in zip(arr, backgrounds, per_image):
+            found = []
+            for obj in objs:
+                total = max(float(obj.sum()), 1e-9)
+                # one object: v1's whole-image colour vote (what every v1 report measured), else the object's
+                colour = read_colour(img[None])[0] if len(objs) == 1 else _object_colour(img, obj)
+                found.append(ObjectRead(colour, shapes[j], textures[j],
+                                        float((obj * xs).sum() / total + 0.5) / size,
+                                        float((obj * ys).sum() / total + 0.5) / size,
+                                        total / size**2, obj))  # fmt: skip
+                j += 1
+            found.sort(key=lambda o: -o.area)
+            reads.append(ImageRead(bg, tuple(found)))
+        return reads
 
 
 @functools.lru_cache(maxsize=1)
@@ -349,30 +402,16 @@ def shared_oracle() -> Oracle:
     return Oracle.load()
 
 
-def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m circuits.pocket.oracle",
-                                description="Fit the pocket oracle and report its accuracy.")  # fmt: skip
-    p.add_argument("--n", type=int, default=8000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=str(DEFAULT_PATH))
-    p.add_argument("--eval-only", action="store_true")
-    p.add_argument("--vae", default=str(DEFAULT_VAE),
-                   help="VAE folder whose decodings half the fitting images pass through ('none': renders only)")
-    args = p.parse_args(argv)
-    import time
+def __getattr__(name: str):
+    # the fitting code (and v1's names for it) live in oracle_fit; keep them importable from here
+    if name in ("make_set", "decoded", "fit", "main"):
+        from . import oracle_fit
 
-    t0 = time.perf_counter()
-    if args.eval_only:
-        oracle = Oracle.load(args.out)
-    else:
-        oracle = fit(args.n, args.seed, vae_dir=None if args.vae == "none" else args.vae)
-        oracle.save(args.out)
-        print(f"fitted in {time.perf_counter() - t0:.1f}s -> {args.out}")
-    arr, scenes = make_set(1000, args.seed + 1000, augment=False)
-    print("clean renders (1000):", oracle.accuracy(arr, scenes))
-    if args.vae != "none":
-        print("decoded renders (1000):", oracle.accuracy(decoded(arr, args.vae, args.seed + 1000), scenes))
+        return getattr(oracle_fit, name)
+    raise AttributeError(f"module 'circuits.pocket.oracle' has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    main()
+    from .oracle_fit import main as _main
+
+    _main()

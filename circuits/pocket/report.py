@@ -1,19 +1,21 @@
 """Erasure reports on pocket: does the concept leave, does the rest stay?
 
-:func:`erasure_report` samples three prompt sets (prompts naming the target, naming its synonyms,
-naming the attribute's other values) with and without an erasure's graph, from the same noise,
-and lets the oracle read every image:
+:func:`erasure_report` samples the prompt sets of :func:`circuits.pocket.evaluation_sets` (prompts naming
+the target, naming its synonyms, implying it through an implicit noun, naming the attribute's other
+values) with and without an erasure's graph, from the same noise, and lets the oracle read every image:
 
-- **erased rate**: the fraction of images whose erased attribute reads as the target value
-  (``red`` on "a red circle"); before erasure it is the model's prompt following;
-- **kept**: on target prompts, the accuracy of the attributes the prompt names besides the target;
-- **preservation accuracy**: on the other values' prompts, the accuracy over every named attribute;
+- **erased rate**: the fraction of images showing the target value (``red`` on "a red circle"; for an
+  implicit noun, an object of its colour and shape; for a relation, the objects standing that way);
+  before erasure it is the model's prompt following;
+- **kept**: on target prompts, the accuracy of what the prompt asks for besides the target;
+- **preservation accuracy**: on the other values' prompts, the accuracy over everything they ask for;
 - **unnamed rate** (before only): how often the model draws the target value when the prompt does
   not name it ("a striped circle ..."): the floor an erasure to the empty anchor can reach.
 
-Each set is one batched sampling call (prompts x ``samples`` rows, noise from ``seed``).
-:func:`damage` measures what a graph does to plain prompts: oracle accuracy and pixel difference
-against unedited images of the same noise (ErasePro's depth-sensitivity probe).
+Scoring (:func:`score_images`) reads as many objects as each prompt names and checks the prompt with
+:mod:`circuits.pocket.following`. Each set is one batched sampling call (prompts x ``samples`` rows, noise
+from ``seed``). :func:`damage` measures what a graph does to plain prompts: oracle accuracy and pixel
+difference against unedited images of the same noise (ErasePro's depth-sensitivity probe).
 """
 
 from __future__ import annotations
@@ -27,22 +29,38 @@ import numpy as np
 
 from circuits.methods.concept import Concept, as_concept
 from circuits.models.diffusion import Diffusion
+from circuits.pocket.captions import parse
 from circuits.pocket.concepts import EvaluationSets, attribute_of, evaluation_sets
-from circuits.pocket.oracle import shared_oracle
-from circuits.pocket.world import COLOURS, SHAPES, SYNONYMS, TEXTURES
+from circuits.pocket.following import Following, follow, object_counts
+from circuits.pocket.oracle import ImageRead, shared_oracle
+from circuits.pocket.scene import IMPLICIT
 
-SETS = ("target", "synonyms", "preservation")
+SETS = ("target", "synonyms", "implicit", "preservation")
 
 
 def named_attributes(prompt: str) -> dict[str, str]:
-    """The pocket attributes a prompt names: ``{"colour": "red", "shape": "circle", ...}``."""
-    named: dict[str, str] = {}
-    for word in prompt.lower().replace(",", " ").split():
-        word = SYNONYMS.get(word, word)
-        for attribute, values in (("colour", COLOURS), ("shape", SHAPES), ("texture", TEXTURES)):
-            if word in values and attribute not in named:
-                named[attribute] = word
-    return named
+    """The attributes a prompt names for its first object: ``{"colour": "red", "shape": "circle", ...}``
+    (synonyms canonical; an implicit noun names nothing, see :func:`implied_attributes`)."""
+    objects = parse(prompt).objects
+    return dict(objects[0].named) if objects else {}
+
+
+def implied_attributes(prompt: str) -> dict[str, str]:
+    """The attributes the first object's implicit noun means without naming them (``"a dax"``: red circle)."""
+    objects = parse(prompt).objects
+    return dict(objects[0].implied) if objects else {}
+
+
+def value_present(read: ImageRead, attribute: str, value: str, following: Following | None = None) -> bool:
+    """Whether the image shows the concept ``attribute = value``: some object has it (an implicit noun's
+    concept: some object has its colour and its shape; a relation: the prompt's objects stand that way)."""
+    if attribute == "implicit":
+        meaning = IMPLICIT[value]
+        return any(o.colour == meaning["colour"] and o.shape == meaning["shape"] for o in read.objects)
+    if attribute == "relation":
+        checks = [c for c in following.checks if c.kind == "relation"] if following is not None else []
+        return bool(checks) and checks[0].read == value
+    return any(o.get(attribute) == value for o in read.objects)
 
 
 @dataclass
@@ -73,7 +91,8 @@ class ErasureReport:
 
     @property
     def erased_rate(self) -> dict[str, float | None]:
-        return {name: score.erased_rate for name, score in self.after.items() if name in ("target", "synonyms")}
+        return {name: score.erased_rate for name, score in self.after.items()
+                if name in ("target", "synonyms", "implicit")}  # fmt: skip
 
     @property
     def preservation(self) -> float:
@@ -97,6 +116,8 @@ class ErasureReport:
             "target_after": rate(self.after, "target"),
             "synonyms_before": rate(self.before, "synonyms"),
             "synonyms_after": rate(self.after, "synonyms"),
+            "implicit_before": rate(self.before, "implicit"),
+            "implicit_after": rate(self.after, "implicit"),
             "kept_before": self.before["target"].accuracy,
             "kept_after": self.after["target"].accuracy,
             "preservation_before": self.before["preservation"].accuracy,
@@ -113,16 +134,34 @@ class ErasureReport:
 
 def score_images(images: Sequence[Any], prompts: Sequence[str], attribute: str, value: str, *,
                  exclude_target: bool) -> tuple[float, dict[str, float], list[dict[str, str]]]:
-    """Erased rate and accuracy of the named attributes (without the erased one when ``exclude_target``)."""
-    reads = shared_oracle().read(list(images))
-    rows = [{k: reads[k][i] for k in ("colour", "shape", "texture", "background")} for i in range(len(images))]
+    """Erased rate (share of images showing ``attribute = value``) and the accuracy of what each prompt asks
+    for, per attribute (without the erased one when ``exclude_target``): named colour/shape/texture, the
+    ``implied_*`` attributes of implicit nouns, and for two-object prompts ``binding`` and ``relation``.
+    Objects are read as :func:`circuits.pocket.following.follow_images` reads them (as many as each prompt
+    names). ``rows``: per image, what the oracle read of the prompt's first object and the background."""
+    parsed = [parse(p) for p in prompts]
+    reads = shared_oracle().read_objects(list(images), object_counts(parsed))
+    followings = [follow(p, r) for p, r in zip(parsed, reads)]
+    target_keys = {attribute}
+    if attribute == "implicit":
+        target_keys = {f"implied_{k}" for k in IMPLICIT.get(value, {})} | {"binding"}
+    elif attribute in ("colour", "shape", "texture"):
+        target_keys |= {f"implied_{attribute}"}
     hits: dict[str, list[bool]] = {}
-    for prompt, read in zip(prompts, rows):
-        for name, wanted in named_attributes(prompt).items():
-            if exclude_target and name == attribute:
+    rows = []
+    for following, read, p in zip(followings, reads, parsed):
+        for check in following.checks:
+            if check.kind == "background" or (check.kind == "binding" and len(p.objects) < 2):
+                continue  # as in v1: backgrounds are not scored; one object's binding is its colour and shape
+            key = {"named": check.attribute, "implied": f"implied_{check.attribute}"}.get(check.kind, check.kind)
+            if exclude_target and key in target_keys:
                 continue
-            hits.setdefault(name, []).append(read[name] == wanted)
-    erased = float(np.mean([read[attribute] == value for read in rows]))
+            hits.setdefault(key, []).append(check.ok)
+        first = following.matched[0] if following.matched else None
+        obj = read.objects[first] if first is not None else (read.objects[0] if read.objects else None)
+        row = {k: (obj.get(k) if obj is not None else "") for k in ("colour", "shape", "texture")}
+        rows.append(row | {"background": read.background})
+    erased = float(np.mean([value_present(r, attribute, value, f) for r, f in zip(reads, followings)]))
     per_attribute = {k: float(np.mean(v)) for k, v in hits.items()}
     all_hits = [h for v in hits.values() for h in v]
     return erased, per_attribute | {"_mean": float(np.mean(all_hits)) if all_hits else float("nan")}, rows
@@ -161,7 +200,8 @@ def erasure_report(
     concept = as_concept(concept, model)
     attribute, value = attribute_of(concept.target)
     sets = sets or evaluation_sets(concept)
-    prompt_sets = {"target": sets.target, "synonyms": sets.synonyms, "preservation": sets.preservation}
+    prompt_sets = {"target": sets.target, "synonyms": sets.synonyms, "implicit": sets.implicit,
+                   "preservation": sets.preservation}  # fmt: skip
     prompt_sets = {k: v for k, v in prompt_sets.items() if v}
     settings = dict(samples=samples, seed=seed, steps=steps, progress=progress)
 

@@ -29,7 +29,7 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "orange", "purple")
 TEXTURES: tuple[str, ...] = ("solid", "outlined", "striped", "dotted")
 BACKGROUNDS: tuple[str, ...] = ("white", "black", "gray")
-ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "texture")
+OBJECT_ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "texture")
 
 #: synonym -> canonical colour
 SYNONYMS: dict[str, str] = {

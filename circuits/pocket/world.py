@@ -34,7 +34,6 @@ from PIL import Image, ImageDraw
 
 from .captions import caption, caption_corpus, parse, prompt
 from .scene import (
-    ATTRIBUTES,
     BACKGROUND_RGB,
     BACKGROUNDS,
     COLOUR_RGB,
@@ -43,6 +42,7 @@ from .scene import (
     HELD_OUT_PAIRS,
     IMPLICIT,
     INVERSE,
+    OBJECT_ATTRIBUTES,
     RELATIONS,
     SHAPES,
     SYNONYMS,
@@ -52,7 +52,7 @@ from .scene import (
 )
 
 __all__ = [
-    "ATTRIBUTES", "BACKGROUND_RGB", "BACKGROUNDS", "COLOUR_RGB", "COLOURS", "HELD_OUT", "HELD_OUT_PAIRS",
+    "OBJECT_ATTRIBUTES", "BACKGROUND_RGB", "BACKGROUNDS", "COLOUR_RGB", "COLOURS", "HELD_OUT", "HELD_OUT_PAIRS",
     "IMPLICIT", "INVERSE", "RELATIONS", "SHAPES", "SYNONYMS", "TEXTURES", "Scene", "Thing", "Example",
     "caption", "caption_corpus", "parse", "prompt", "render", "render_masks", "render_batch", "all_scenes",
     "training_scenes", "held_out_scenes", "sample_scene", "training_examples", "held_out_examples", "dataset",
