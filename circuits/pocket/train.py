@@ -4,7 +4,10 @@ Usage (the run of ``MODEL_CARD_v2.md``; ``runs/`` is git-ignored)::
 
     mkdir -p runs/v2
     nohup env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m circuits.pocket.train --out runs/v2 \\
-        --phase all --vae-from circuits/pocket/pipeline > runs/v2/train.log 2>&1 &
+        --phase all --vae-from circuits/pocket/pipeline --vae-finetune-steps 0 > runs/v2/train.log 2>&1 &
+
+The defaults are that run's sizes (12,000 renders, 1,000 contrastive steps at batch 128, 1,500 UNet
+steps at batch 32), chosen to fit about an hour on a shared 2-core machine.
 
 Phases (``--phase all`` runs them in order; each runs alone too, and ``--resume`` continues one
 from its last checkpoint):
@@ -115,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from checkpoints in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (fixed, for determinism)")
-    p.add_argument("--n-train", type=int, default=20000, help="rendered training images")
+    p.add_argument("--n-train", type=int, default=12000, help="rendered training images")
     p.add_argument("--n-val", type=int, default=512)
     p.add_argument("--world-sampler", choices=["v1", "v2"], default="v2",
                    help="v2: world.training_examples (one/two objects, implicit nouns); v1: one object only")
@@ -134,14 +137,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("clip (contrastive text encoder)")
     g.add_argument("--text-mode", choices=["frozen", "joint"], default="frozen",
                    help="frozen: contrastive encoder, frozen for the UNet (SD); joint: v1's recipe (ablation)")
-    g.add_argument("--clip-steps", type=int, default=1500)
-    g.add_argument("--clip-batch", type=int, default=256)
+    g.add_argument("--clip-steps", type=int, default=1000)
+    g.add_argument("--clip-batch", type=int, default=128)
     g.add_argument("--clip-lr", type=float, default=1e-3)
     g.add_argument("--clip-warmup", type=int, default=100)
     g.add_argument("--clip-dim", type=int, default=128, help="shared embedding width")
     g = p.add_argument_group("unet")
-    g.add_argument("--unet-steps", type=int, default=4000)
-    g.add_argument("--unet-batch", type=int, default=64)
+    g.add_argument("--unet-steps", type=int, default=1500)
+    g.add_argument("--unet-batch", type=int, default=32)
     g.add_argument("--unet-lr", type=float, default=4e-4)
     g.add_argument("--unet-warmup", type=int, default=200)
     g.add_argument("--ema", type=float, default=0.999)
