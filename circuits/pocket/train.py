@@ -147,6 +147,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--unet-batch", type=int, default=32)
     g.add_argument("--unet-lr", type=float, default=4e-4)
     g.add_argument("--unet-warmup", type=int, default=200)
+    g.add_argument("--unet-init", default=None, metavar="UNET_FINAL_PT",
+                   help="start the UNet from an earlier run's unet_final.pt (EMA weights; new batches and noise)")
     g.add_argument("--ema", type=float, default=0.999)
     g.add_argument("--caption-dropout", type=float, default=0.1)
     g = p.add_argument_group("export")

@@ -73,6 +73,13 @@ def train_unet(args: argparse.Namespace, out: Path) -> bool:
             raise SystemExit(f"--text-mode frozen needs {clip}: run --phase clip first")
         text.load_state_dict(torch.load(clip, weights_only=False)["text"])
         text.eval().requires_grad_(False)
+    if args.unet_init:
+        # a second cosine cycle from an earlier run's EMA weights (fresh optimiser, new batches)
+        init = torch.load(args.unet_init, weights_only=False)
+        unet.load_state_dict(init["ema_unet"])
+        if joint:
+            text.load_state_dict(init["ema_text"])
+        log.info("unet: starting from %s (its step %s)", args.unet_init, init.get("step"))
     trained = [unet, text] if joint else [unet]
     params = [p for m in trained for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=args.unet_lr, weight_decay=0.01)
@@ -104,12 +111,12 @@ def train_unet(args: argparse.Namespace, out: Path) -> bool:
     cp = Checkpointer(args.ckpt_minutes, args.stop_after)
     while step < total:
         set_lr(opt, lr_at(step, total, args.unet_lr, args.unet_warmup))
-        rng = np.random.default_rng([args.seed, 2, step])
+        rng = np.random.default_rng([args.seed, 3 if args.unet_init else 2, step])
         idx = rng.integers(len(latents), size=bs)
-        crng = random.Random(f"pocket-captions/{args.seed}/{step}")
+        crng = random.Random(f"pocket-captions/{args.seed}/{step}" + ("/continued" if args.unet_init else ""))
         caps = ["" if crng.random() < args.caption_dropout else draw_caption(scenes[i], crng) for i in idx]
         ids = tokenize(tok, caps)
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step + (500_000_000 if args.unet_init else 0))
         noise = torch.randn(bs, 4, n_lat, n_lat, generator=g)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (bs,), generator=g)
         xt = noise_sched.add_noise(latents[torch.from_numpy(idx)], noise, t)

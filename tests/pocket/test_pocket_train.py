@@ -131,3 +131,15 @@ def test_export_without_a_trained_unet_says_what_to_do(base, tmp_path):
     out = copy_of(base, tmp_path)
     with pytest.raises(SystemExit, match="--from-checkpoint"):
         pocket_train.export(args_for(out), out)
+
+
+def test_unet_init_starts_from_an_earlier_runs_weights(base, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    for dst in (first, second):
+        shutil.copytree(base, dst)
+    pocket_train.run(args_for(first, "--phase", "all", "--clip-steps", "2", "--unet-steps", "2"))
+    shutil.copy(first / "clip_final.pt", second / "clip_final.pt")
+    pocket_train.run(args_for(second, "--phase", "unet", "--unet-steps", "0", "--unet-init", str(first / "unet_final.pt")))
+    a = torch.load(first / "unet_final.pt", weights_only=False)["ema_unet"]
+    b = torch.load(second / "unet_final.pt", weights_only=False)["ema_unet"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
