@@ -39,6 +39,7 @@ from .train_common import (
     Checkpointer,
     Progress,
     atomic_save,
+    check_data,
     draw_caption,
     fix_steps,
     load_tokenizer,
@@ -115,6 +116,7 @@ def train_clip(args: argparse.Namespace, out: Path) -> bool:
     if final.exists():
         log.info("clip: %s exists, skipping", final)
         return True
+    check_data(args, out)
     total = fix_steps("clip_steps", args.clip_steps, out)
     tok = load_tokenizer(out)
     images = np.load(out / "data.npz")["train"]

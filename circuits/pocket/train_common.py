@@ -209,6 +209,32 @@ def fix_steps(name: str, steps: int, out: Path) -> int:
     return steps
 
 
+def data_identity(args: Any) -> dict:
+    """What decides which scenes the cached renders and latents hold, in their order."""
+    return {"world_sampler": args.world_sampler, "seed": args.seed, "n_train": args.n_train,
+            "two_object_p": args.two_object_p, "implicit_p": args.implicit_p}  # fmt: skip
+
+
+def record_data(args: Any, out: Path) -> None:
+    plan = load_plan(out)
+    plan["data"] = data_identity(args)
+    atomic_write_json(plan, out / "plan.json")
+
+
+def check_data(args: Any, out: Path) -> None:
+    """The clip and unet phases pair cached images/latents with scenes re-drawn from ``args``: refuse
+    arguments that would draw other scenes than the ones rendered (captions would not match images)."""
+    recorded = load_plan(out).get("data")
+    if recorded is None:
+        return
+    now = data_identity(args)
+    diff = {k: (recorded.get(k), v) for k, v in now.items() if recorded.get(k) != v}
+    if diff:
+        said = ", ".join(f"{k}: rendered with {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise SystemExit(f"{out / 'data.npz'} was rendered for other scenes ({said}); use the same data "
+                         "arguments (--seed, --n-train, --world-sampler, --two-object-p, --implicit-p) or a new --out")
+
+
 def to_tensor(images: UInt8[np.ndarray, "n h w 3"]) -> Float[torch.Tensor, "n 3 h w"]:
     """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)

@@ -34,6 +34,7 @@ from .train_common import (
     Checkpointer,
     Progress,
     atomic_save,
+    check_data,
     draw_caption,
     fix_steps,
     load_tokenizer,
@@ -55,6 +56,7 @@ def train_unet(args: argparse.Namespace, out: Path) -> bool:
     if final.exists():
         log.info("unet: %s exists, skipping", final)
         return True
+    check_data(args, out)
     total = fix_steps("unet_steps", args.unet_steps, out)
     joint = args.text_mode == "joint"
     tok = load_tokenizer(out)

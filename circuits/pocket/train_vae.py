@@ -31,6 +31,7 @@ from .train_common import (
     log,
     lr_at,
     make_vae,
+    record_data,
     render_items,
     set_lr,
     to_tensor,
@@ -52,6 +53,7 @@ def prepare_data(args: argparse.Namespace, out: Path) -> tuple[np.ndarray, np.nd
         tmp = data_path.with_name("data.tmp.npz")
         np.savez(tmp, train=render_items(train), val=render_items(val))
         os.replace(tmp, data_path)
+        record_data(args, out)
         log.info("rendered %d + %d images in %.1fs", len(train), len(val), time.perf_counter() - t0)
     d = np.load(data_path)
     return d["train"], d["val"]

@@ -143,3 +143,9 @@ def test_unet_init_starts_from_an_earlier_runs_weights(base, tmp_path):
     a = torch.load(first / "unet_final.pt", weights_only=False)["ema_unet"]
     b = torch.load(second / "unet_final.pt", weights_only=False)["ema_unet"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_phase_refuses_data_arguments_other_than_the_renders(base, tmp_path):
+    out = copy_of(base, tmp_path)
+    with pytest.raises(SystemExit, match="seed: rendered with 0, now 1"):
+        pocket_train.run(args_for(out, "--phase", "clip", "--clip-steps", "2", "--seed", "1"))
