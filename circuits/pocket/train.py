@@ -18,7 +18,9 @@ from its last checkpoint):
 2. ``clip``   - :mod:`train_clip`: the causal ``CLIPTextModel`` trained with symmetric InfoNCE
    against a small image encoder on captioned renders (skipped with ``--text-mode joint``).
 3. ``unet``   - :mod:`train_unet`: the UNet on the frozen encoder's outputs (or, with
-   ``--text-mode joint``, UNet and a fresh encoder together, v1's recipe).
+   ``--text-mode joint``, UNet and a fresh encoder together, v1's recipe). ``--unet-init
+   OTHER_RUN/unet_final.pt`` starts a new cosine cycle from an earlier run's EMA weights (copy that
+   run's tokenizer, data, VAE, latents and ``clip_final.pt`` into the new ``--out`` first).
 4. ``export`` - EMA weights into a ``StableDiffusionPipeline`` with a ``DDIMScheduler``, fp16
    safetensors in ``--pipeline-out`` (default ``<out>/pipeline``), reloaded offline and sampled as
    a check. ``--from-checkpoint`` exports the UNet phase's latest checkpoint before it finishes.
