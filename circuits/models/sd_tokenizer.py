@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from circuits.errors import ModelLoadError
-from circuits.models.tiny_tokenizer import EOT, SOT
+from circuits.models.tiny_tokenizer import EOT, SOT, write_clip_files
 
 WHEEL_REQUIREMENT = "clip-anytorch==2.6.0"
 WHEEL_NAME = "clip_anytorch-2.6.0-py3-none-any.whl"
@@ -143,20 +142,7 @@ def write_sd_tokenizer(
     vocab = build_vocab(merges)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    merges_text = "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n"
-    (folder / "merges.txt").write_text(merges_text, encoding="utf-8")
-    config = {
-        "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": model_max_length,
-        "bos_token": SOT,
-        "eos_token": EOT,
-        "unk_token": EOT,
-        "pad_token": pad_token,
-        "do_lower_case": True,
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    return folder
+    return write_clip_files(folder, vocab, merges, pad_token=pad_token, model_max_length=model_max_length)
 
 
 def load_sd_tokenizer(folder: str | os.PathLike[str], *, pad_token: str = EOT):

@@ -77,8 +77,17 @@ def write_clip_tokenizer(
         vocab.setdefault(a + b, len(vocab))
     vocab[SOT] = len(vocab)
     vocab[EOT] = len(vocab)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    return write_clip_files(folder, vocab, merges, pad_token=pad_token, model_max_length=model_max_length)
+
+
+def write_clip_files(
+    folder: Path, vocab: Mapping[str, int], merges: Iterable[tuple[str, str]], *, pad_token: str, model_max_length: int
+) -> Path:
+    """Write a CLIP tokenizer folder (``vocab.json``, ``merges.txt``, ``tokenizer_config.json``) that
+    ``transformers.CLIPTokenizer.from_pretrained`` reads: SoT/EoT as SD's, ``pad_token`` as given."""
+    (folder / "vocab.json").write_text(json.dumps(dict(vocab), ensure_ascii=False), encoding="utf-8")
+    merges_text = "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n"
+    (folder / "merges.txt").write_text(merges_text, encoding="utf-8")
     config = {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": model_max_length,
@@ -88,5 +97,5 @@ def write_clip_tokenizer(
         "pad_token": pad_token,
         "do_lower_case": True,
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     return folder
