@@ -23,19 +23,6 @@ CONCEPT = Concept("red", anchor="blue", templates=["{}", "a {} circle", "a photo
                   preservation=["a green square", "a photo of a cat", "a striped triangle on a white background"])
 
 
-@pytest.fixture(scope="module")
-def model64(tiny_dir):
-    """The tiny model in float64, its final layer norm given a random affine part (a fresh one maps every
-    output into the hyperplane sum(x) = 0, which makes every feature matrix rank-deficient)."""
-    model = circuits.load(tiny_dir, dtype=torch.float64)
-    norm = model.text_encoder.final_layer_norm
-    with torch.no_grad():
-        generator = torch.Generator().manual_seed(0)
-        norm.weight.copy_(1 + 0.3 * torch.randn(norm.weight.shape, generator=generator, dtype=torch.float64))
-        norm.bias.copy_(0.5 * torch.randn(norm.bias.shape, generator=generator, dtype=torch.float64))
-    return model
-
-
 def _embed(model, prompts):
     with torch.no_grad():
         return encode_prompts(model, prompts, "cond").to(torch.float64)
