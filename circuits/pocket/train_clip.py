@@ -46,6 +46,7 @@ from .train_common import (
     log,
     lr_at,
     make_text_encoder,
+    resume_model,
     scene_key,
     set_lr,
     to_tensor,
@@ -126,13 +127,7 @@ def train_clip(args: argparse.Namespace, out: Path) -> bool:
     model = Contrastive(make_text_encoder(tok), args.clip_dim)
     opt = torch.optim.AdamW(model.parameters(), lr=args.clip_lr, weight_decay=0.1)
     ckpt = out / "clip_ckpt.pt"
-    step = 0
-    if ckpt.exists() and args.resume:
-        s = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(s["model"])
-        opt.load_state_dict(s["opt"])
-        step = s["step"]
-        log.info("clip: resumed at step %d", step)
+    step = resume_model(ckpt, model, opt, "clip", args.resume)
     model.train()
     prog = Progress("clip", total, step, args.log_every)
     cp = Checkpointer(args.ckpt_minutes, args.stop_after)

@@ -174,6 +174,18 @@ def atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def resume_model(ckpt: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, name: str, resume: bool) -> int:
+    """Load ``{"model", "opt", "step"}`` from ``ckpt`` into ``model`` and ``opt`` when ``resume`` is set and the
+    file exists; the step to continue from (0 for a fresh start)."""
+    if not (resume and ckpt.exists()):
+        return 0
+    state = torch.load(ckpt, weights_only=False)
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    log.info("%s: resumed at step %d", name, state["step"])
+    return int(state["step"])
+
+
 def atomic_write_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2))

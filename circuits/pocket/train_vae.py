@@ -33,6 +33,7 @@ from .train_common import (
     make_vae,
     record_data,
     render_items,
+    resume_model,
     set_lr,
     to_tensor,
     world_items,
@@ -93,13 +94,7 @@ def _vae_stage(args, out: Path, vae, train: np.ndarray, *, name: str, total: int
     bs = args.vae_batch
     opt = torch.optim.AdamW(vae.parameters(), lr=base_lr, weight_decay=0.0)
     ckpt = out / f"{name}_ckpt.pt"
-    step = 0
-    if ckpt.exists() and args.resume:
-        state = torch.load(ckpt, weights_only=False)
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step = state["step"]
-        log.info("%s: resumed at step %d", name, step)
+    step = resume_model(ckpt, vae, opt, name, args.resume)
     vae.train()
     prog = Progress(name, total, step, args.log_every)
     cp = Checkpointer(args.ckpt_minutes, None)

@@ -28,6 +28,18 @@ def _embed(model, prompts):
         return encode_prompts(model, prompts, "cond").to(torch.float64)
 
 
+def _assert_first_eots_mapped(model, erasure, pairs) -> None:
+    """Every edited projection maps each target prompt's first [EoT] exactly where the original maps the
+    anchor's (Eq. 5 solved without residual), positions read from the tokenizer."""
+    tok = model.tokenizer
+    m, s = _embed(model, [p.target for p in pairs]), _embed(model, [p.anchor for p in pairs])
+    x = torch.stack([m[i, layout(tok, p.target).first_eot] for i, p in enumerate(pairs)], 1)
+    y = torch.stack([s[i, layout(tok, p.anchor).first_eot] for i, p in enumerate(pairs)], 1)
+    for edit in erasure.graph:
+        w = model.parameter(edit.param).detach()
+        torch.testing.assert_close((w + edit.delta) @ x, w @ y, rtol=1e-5, atol=1e-8)
+
+
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     """``||a - b|| / ||b||``: the tiny model's Gram matrices have condition numbers near 1e10, so elementwise
     float64 agreement stops near 1e-7 of the weight; an unnormalised sum or a wrong eta is off by O(1)."""
@@ -85,13 +97,8 @@ def test_the_number_of_prompts_does_not_change_the_solution_but_eta_does(model64
 
 def test_with_first_eot_preservation_every_equation_is_met_and_the_notes_say_eta_is_idle(model64) -> None:
     erasure = trce.fit(model64, CONCEPT, stages=("text",), preservation_positions="same")
-    pairs, tok = CONCEPT.pairs(), model64.tokenizer
-    m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
-    x = torch.stack([m[i, layout(tok, p.target).first_eot] for i, p in enumerate(pairs)], 1)
-    y = torch.stack([s[i, layout(tok, p.anchor).first_eot] for i, p in enumerate(pairs)], 1)
-    for edit in erasure.graph:
-        w = model64.parameter(edit.param).detach()
-        torch.testing.assert_close((w + edit.delta) @ x, w @ y, rtol=1e-5, atol=1e-8)
+    pairs = CONCEPT.pairs()
+    _assert_first_eots_mapped(model64, erasure, pairs)
     assert any("eta has no effect" in note for note in erasure.notes)
 
 
@@ -102,12 +109,7 @@ def test_trce_maps_the_tokenizers_first_eot_not_a_word_count(model64) -> None:
     for pair in concept.pairs():
         assert layout(tok, pair.target).first_eot != len(pair.target.split()) + 1  # the official count misses
     pairs = concept.pairs()
-    m, s = _embed(model64, [p.target for p in pairs]), _embed(model64, [p.anchor for p in pairs])
-    x = torch.stack([m[i, layout(tok, p.target).first_eot] for i, p in enumerate(pairs)], 1)
-    y = torch.stack([s[i, layout(tok, p.anchor).first_eot] for i, p in enumerate(pairs)], 1)
-    for edit in erasure.graph:
-        w = model64.parameter(edit.param).detach()
-        torch.testing.assert_close((w + edit.delta) @ x, w @ y, rtol=1e-5, atol=1e-8)
+    _assert_first_eots_mapped(model64, erasure, pairs)
 
 
 def test_table4_position_sets(model64) -> None:
