@@ -15,8 +15,15 @@ Decisions:
   texture), as :func:`circuits.pocket.report.damage` measures it, plus the mean absolute pixel
   difference (0-255) and PSNR against the unedited images; off pocket only the latter two.
 - The paper edits "a cross-attention block within the U-Net" without saying which; ``deep_sites``
-  names several (the mid block's, depth_probe's default, and the highest-resolution ones), each by a
-  unique part of its site name.
+  names several: the mid block's (depth_probe's default) and the highest-resolution ones, ``first``
+  and ``last`` (the first and last cross-attention in forward order: down blocks, mid, up blocks),
+  so the defaults name real layers on every family (SDXL has no cross-attention at its highest
+  resolution level; its first is ``down_blocks.1``). Any other name is a part of a site name that
+  matches one layer, or a module path (``mid_block``, ``down_blocks.0``) whose first cross-attention
+  is taken: SD1.x/SD2.x stack two per down block, SDXL up to ten transformer blocks per attention.
+  The metrics record the resolved site, and a note says when a module held several.
+- On SDXL the shallow site is the first encoder's (CLIP-L) layer 0 only: ``text_encoder_2`` and the
+  pooled embedding it feeds are left as they are, and a note says so.
 - ``||Delta||_F / ||W||_F = alpha * sqrt(min(out, in))``, so the same alpha is the same relative
   deviation only between weights of the same shape; the metrics record the ratio per site.
 """
@@ -51,8 +58,10 @@ POCKET_PROMPTS = (
 class DepthSensitivityConfig:
     #: alpha of Delta = alpha * ||W||_F * I (App. A.2; the paper's Fig. 2e uses 0.2)
     alphas: tuple[float, ...] = (0.05, 0.1, 0.2)
-    #: deep sites: UNet cross-attention layers, each named by a unique part of its site name
-    deep_sites: tuple[str, ...] = ("mid_block", "down_blocks.0", "up_blocks.2.attentions.1")
+    #: deep sites: UNet cross-attention layers, each a unique part of its site name, a module path (its first
+    #: cross-attention), or "first" / "last" (in forward order); on pocket the defaults are down_blocks.0 and
+    #: up_blocks.2.attentions.1
+    deep_sites: tuple[str, ...] = ("mid_block", "first", "last")
     #: prompts (the pocket defaults name a colour, a shape and a texture each)
     prompts: tuple[str, ...] = POCKET_PROMPTS
     #: noise seeds: every prompt is sampled once per seed, edited and unedited alike
@@ -65,17 +74,35 @@ class DepthSensitivityConfig:
     show_prompts: int = 3
 
 
-def resolve_deep_site(model: Diffusion, name: str) -> str:
-    """The one cross-attention site whose name contains ``name``; an error lists them otherwise."""
-    crosses = model.sites.cross_attention()
+def forward_order(sites: list[str]) -> list[str]:
+    """UNet sites in the order a forward pass reaches them: down blocks, mid block, up blocks."""
+    rank = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+    def key(site: str) -> tuple[int, list[int]]:
+        parts = site.split(".")
+        return rank.get(parts[1], 3), [int(p) for p in parts if p.isdigit()]
+
+    return sorted(sites, key=key)
+
+
+def resolve_deep_site(model: Diffusion, name: str) -> tuple[str, int]:
+    """The cross-attention site ``name`` stands for and how many layers it matched: ``first`` / ``last`` in
+    forward order, a unique part of a site name, or a module path (the first of its cross-attentions)."""
+    crosses = forward_order(model.sites.cross_attention())
+    if name in ("first", "last"):
+        return crosses[0 if name == "first" else -1], 1
     if name in crosses:
-        return name
+        return name, 1
     found = [site for site in crosses if name in site]
+    module = f"unet.{name.removeprefix('unet.').rstrip('.')}."
+    if len(found) > 1 and all(site.startswith(module) for site in found):
+        return found[0], len(found)  # a module holding several cross-attentions: its first, said in a note
     if len(found) != 1:
         what = "no" if not found else f"{len(found)}"
-        raise ConfigError(f"depth_sensitivity: deep site {name!r} matches {what} cross-attention layers; give a "
-                          f"unique part of one of: {', '.join(crosses)}")  # fmt: skip
-    return found[0]
+        raise ConfigError(f"depth_sensitivity: deep site {name!r} matches {what} cross-attention layers; give "
+                          f"'first', 'last', a module path (its first cross-attention is taken) or a unique part "
+                          f"of one of: {', '.join(crosses)}")  # fmt: skip
+    return found[0], 1
 
 
 def _check(config: DepthSensitivityConfig) -> None:
@@ -105,7 +132,11 @@ def depth_sensitivity(model: Diffusion, config: DepthSensitivityConfig) -> Exper
     from circuits.sampling import sweep
 
     _check(config)
-    deep = {f"deep:{name}": resolve_deep_site(model, name) for name in config.deep_sites}
+    resolved = {f"deep:{name}": (name, *resolve_deep_site(model, name)) for name in config.deep_sites}
+    deep = {key: site for key, (_, site, _) in resolved.items()}
+    if len(set(deep.values())) != len(deep):
+        raise ConfigError(f"depth_sensitivity: deep_sites={config.deep_sites!r} name the same layer twice on "
+                          f"{model.source!r}: {deep}")  # fmt: skip
     first_text = model.sites.text_layers()[0]
     sites: dict[str, dict[str, Any]] = {
         "shallow": {"label": "shallow: text layer 0 Q/K/V", "short": "shallow", "site": first_text}}
@@ -168,6 +199,14 @@ def depth_sensitivity(model: Diffusion, config: DepthSensitivityConfig) -> Exper
         "shown_prompts": shown, "sampling_seconds": swept.seconds, "sampling_calls": swept.calls,
     }  # fmt: skip
     headline, notes = _summarise(metrics)
+    for name, site, count in resolved.values():
+        if count > 1:
+            notes.append(f"Deep site {name!r} holds {count} cross-attention layers on this model; the first, "
+                         f"{site}, was edited (name another exactly to choose it).")  # fmt: skip
+    if model.is_sdxl:
+        notes.append("SDXL: the shallow deviation edits the first text encoder (CLIP-L) only; text_encoder_2, whose "
+                     "penultimate layer fills the other context channels and whose last layer gives the "
+                     "pooled embedding, is unedited.")  # fmt: skip
     return ExperimentResult(metrics=metrics, headline=headline, notes=notes, images=images)
 
 

@@ -51,9 +51,11 @@ from circuits.methods.common import config_dict, prepare, resolve_config
 from circuits.methods.concept import Concept
 from circuits.models.diffusion import Diffusion
 
-#: the UNet parts in the order the data flows (a parameter belongs to the first whose prefix it has)
-BLOCKS = ("conv_in", "time_embedding", "down_blocks.0", "down_blocks.1", "down_blocks.2", "down_blocks.3",
-          "mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2", "up_blocks.3", "conv_out")  # fmt: skip
+#: the UNet parts in the order the data flows (a parameter belongs to the first whose prefix it has);
+#: add_embedding is SDXL's text-time conditioning MLP (pooled embedding + size ids)
+BLOCKS = ("conv_in", "time_embedding", "add_embedding", "down_blocks.0", "down_blocks.1", "down_blocks.2",
+          "down_blocks.3", "mid_block", "up_blocks.0", "up_blocks.1", "up_blocks.2", "up_blocks.3",
+          "conv_out")  # fmt: skip
 KINDS = ("resnets", "self-attention", "cross-attention", "feed-forward", "other")
 #: a curve is called flat when its last quarter of maps removes less than this share of what was active
 FLAT = 0.10
