@@ -302,9 +302,17 @@ def eot_zeroing(model: Diffusion, config: EotZeroingConfig) -> ExperimentResult:
         },
         "reads": reads or None,
         "sampling_seconds": swept.seconds, "sampling_calls": swept.calls,
+        # SDXL also conditions on a pooled embedding (added conditioning), which no attention column reaches
+        "pooled_embedding": model.is_sdxl,
     }  # fmt: skip
     headline, notes = summarise(metrics)
     return ExperimentResult(metrics=metrics, headline=headline, notes=notes, images=images)
+
+
+#: what zeroing cross-attention columns cannot reach on SDXL
+POOLED_NOTE = ("SDXL: the pooled embedding (text_encoder_2's projected [EoT]) reaches the UNet through its added "
+               "conditioning, not through cross-attention, so even with every [EoT] column zeroed the prompt still "
+               "steers the image through it; the changes above are the cross-attention's part only.")
 
 
 def _fmt(rate: float | None) -> str:
@@ -354,6 +362,8 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             notes.append(f"No oracle off pocket: mean absolute pixel change (0-255) against the plain images, "
                          f"[EoT]s {mode}ed at k = {ks}: {curve}.")  # fmt: skip
         notes.append(share)
+        if metrics.get("pooled_embedding"):
+            notes.append(POOLED_NOTE)
         return headline, notes
 
     def kept(name: str) -> float:
