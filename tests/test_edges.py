@@ -179,3 +179,13 @@ def test_a_bug_is_one_line_too_and_debug_shows_it(monkeypatch: pytest.MonkeyPatc
     assert "unexpected RuntimeError: a bug over two lines" in line and "--debug" in line
     with pytest.raises(RuntimeError, match="a bug"):
         main(["--debug", "broken"])
+
+
+def test_missing_pocket_weights_point_to_a_reinstall_not_the_v2_trainer(tmp_path, monkeypatch):
+    """``train.py`` now trains the v2 recipe, so the message must not offer it as the way to rebuild v1."""
+    from circuits.models import loading
+
+    monkeypatch.setattr(loading, "POCKET_DIR", tmp_path / "pipeline")
+    with pytest.raises(ModelLoadError, match="reinstall") as info:
+        circuits.load("pocket")
+    assert "--phase all" not in str(info.value) and "MODEL_CARD.md" in str(info.value)
