@@ -84,6 +84,15 @@ def test_cli_run_with_an_out_that_cannot_be_written(tmp_path: Path, capsys: pyte
     assert str(out) in one_line_error(capsys)
 
 
+def test_cli_run_checks_out_before_building_the_tiny_model(tmp_path: Path, capsys, monkeypatch) -> None:
+    import circuits.cli
+
+    built = []
+    monkeypatch.setattr(circuits.cli, "_load", lambda source: built.append(source))
+    assert main(["run", "eot_similarity", "--model", "tiny", "--out", str(unwritable(tmp_path)[0])]) == 2
+    assert built == [] and "cannot be written" in one_line_error(capsys)
+
+
 def test_check_writable_leaves_no_trace(tmp_path: Path) -> None:
     from circuits.io import check_writable
 
