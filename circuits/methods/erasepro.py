@@ -12,6 +12,15 @@
   original model; ``X`` (target features) are recomputed through the layers already updated
   (each layer is replayed on the previous layer's edited output, so the whole fit costs one
   text-encoder pass). Alg. 2 (``propagate="original"``) carries ``X`` through the original layers.
+- **SDXL** (two text encoders): the UNet's context is both encoders' *penultimate* hidden states
+  side by side (the input of each last layer, no final norm), and the pooled embedding comes from
+  ``text_encoder_2``'s last layer, final norm and projection. So Alg. 1 aligns ``text_encoder``'s
+  layers up to the penultimate (its last layer feeds nothing the UNet reads: skipped, and the
+  Erasure's notes say so), every layer of ``text_encoder_2``, each encoder progressively on its own
+  (``start_fraction`` of each one's depth; token positions from its own tokenizer), then the UNet's
+  K/V on the concatenated edited context (positions from the first tokenizer, as ``tokens=`` scopes).
+  Trace rows name the encoder in ``stage``: ``"text"`` (``text_encoder``, as on SD1.x / SD2.x),
+  ``"text_encoder_2"``, ``"unet"``.
 - **ErasePro-w / -s** (App. A.2): :func:`weak` and :func:`strong` configs: Alg. 2 on the first 5 (8)
   token positions, starting at the 5th of 12 text layers (the 1st). The start is stored as a
   fraction of the depth so the same config fits a 4-layer pocket text encoder.
@@ -40,7 +49,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -151,9 +160,8 @@ def _final_norm(model: Diffusion) -> str:
 class _Encoder:
     """One text encoder as Alg. 1 walks it: the layers it edits, and whose output the UNet reads."""
 
-    name: str  # "text_encoder" / "text_encoder_2"
-    stage: str  # the trace's stage: "text" (the only or first encoder), "text_encoder_2"
-    tokenizer: object
+    stage: str  # the trace's stage: "text" (text_encoder, the only or first encoder), "text_encoder_2"
+    tokenizer: Any  # its own: SDXL's second pads with "!" and splits a prompt's "!" into pad tokens
     layers: list[str]  # every layer, in order
     edited: list[str]  # the layers Alg. 1 aligns (a prefix of ``layers``)
     context: int  # the UNet reads the output of layers[context] (-1: the token embeddings)
@@ -165,11 +173,11 @@ def _encoders(model: Diffusion) -> list[_Encoder]:
     feeds nothing the UNet reads (skipped), while the second's feeds the pooled embedding (aligned)."""
     first = model.sites.text_layers()
     if not model.is_sdxl:
-        return [_Encoder("text_encoder", "text", model.tokenizer, first, first, len(first) - 1)]
+        return [_Encoder("text", model.tokenizer, first, first, len(first) - 1)]
     second = model.sites.text_layers("text_encoder_2")
     return [
-        _Encoder("text_encoder", "text", model.tokenizer, first, first[:-1], len(first) - 2),
-        _Encoder("text_encoder_2", "text_encoder_2", model.tokenizer_2, second, second, len(second) - 2),
+        _Encoder("text", model.tokenizer, first, first[:-1], len(first) - 2),
+        _Encoder("text_encoder_2", model.tokenizer_2, second, second, len(second) - 2),
     ]
 
 

@@ -36,7 +36,7 @@ Decisions the paper leaves open, with the choice made here:
   uniformly drawn early step; preservation rows draw a null trajectory and a step uniformly.
 - **Caching cost**: ``circuits.sample`` runs every step although only the first half of a malicious
   trajectory is used. Null trajectories are sampled with ``guidance_scale=1`` (the conditional branch
-  on ``""`` *is* the null prediction), and only those the plan draws: a pool of ``null_trajectories``
+  on ``""`` *is* the null prediction; SDXL: below), and only those the plan draws: a pool of ``null_trajectories``
   i.i.d. samples of which the plan uses D distinct ones has the same distribution as D samples, so
   the D drawn ids are sampled densely (300 steps of batch 1 draw ~280 of the paper's 2000).
 - **The null text** ``0`` of Eqs. 6-9 is the unconditional text ``circuits.sample`` uses with no negative
@@ -44,7 +44,7 @@ Decisions the paper leaves open, with the choice made here:
   recorded unconditional branch and the model's own ``e(z, 0)`` during training are the same function:
   the encoding of ``""`` on SD1.x / SD2.x; on SDXL (``force_zeros_for_empty_prompt``, every SDXL
   checkpoint's default) a zero context and a zero pooled embedding, which is what SDXL's unconditional
-  branch is in diffusers (and its training dropped captions to), not the encoding of ``""``. Null
+  branch is in ``StableDiffusionXLPipeline``, not the encoding of ``""``. Null
   trajectories then cannot be the conditional branch on ``""``: on SDXL they are sampled following the
   unconditional branch alone (:class:`~circuits.methods.common.Unconditional`: every UNet call also runs
   a wasted conditional row, so null trajectories cost twice as much there), and Eq. 9's reference is the
@@ -192,8 +192,8 @@ def _record(model, prompts, seed, config, guidance):
 
 def null_guidance(model: Diffusion) -> CFG | Unconditional:
     """How null trajectories are sampled: the conditional branch on ``""`` (``CFG(1)``), or, where the null text
-    is SDXL's zero context, the unconditional branch alone; either way the recorded ``noise_uncond`` (which the
-    sampler fills with the conditional prediction when it runs no unconditional branch) is the null prediction."""
+    is SDXL's zero context, the unconditional branch alone; either way the ``e_uncond`` that :func:`_rows` reads
+    (the recorded conditional prediction where the sampler ran no unconditional branch) is the null prediction."""
     return Unconditional() if zero_null(model) else CFG(1.0)
 
 
