@@ -20,7 +20,7 @@ import circuits
 from circuits.concept import Concept
 from circuits.errors import SettingError
 from circuits.methods import acterase, ant, erasepro, trce, uce
-from circuits.methods.common import pair_columns
+from circuits.methods.common import pair_columns, text_conditioning
 from circuits.methods.trce_steering import cache, null_predictions, null_text, plan
 
 CONCEPT = Concept("cat", anchor="dog", templates=("a photo of a {}", "a {} on artstation"), preservation=("a red circle",))
@@ -90,14 +90,21 @@ def test_erasepro_aligns_both_encoders_then_the_unet(xl_model, erasepro_fit):
 
 
 def test_erasepro_moves_the_target_context_toward_the_anchors_on_sdxl(xl_model, erasepro_fit):
-    x_before, y = pair_columns(xl_model, CONCEPT.pairs(synonyms=True), "prompt_aligned", 5)
+    """The 2048-wide context at the aligned positions, and the pooled embedding (text_encoder_2's last layer,
+    aligned too), of the target prompts move toward the original anchor prompts' (measured: 3.6 -> 0.54, and
+    2.1 -> 2e-6 for the pooled: "cat" and "dog" are one token each, so the [EoT]s share their position)."""
+    pairs = CONCEPT.pairs(synonyms=True)
+    x_before, y = pair_columns(xl_model, pairs, "prompt_aligned", 5)
+    pooled_target, pooled_anchor = (text_conditioning(xl_model, [getattr(p, side) for p in pairs]).pooled
+                                    for side in ("target", "anchor"))
     with circuits.intervene(xl_model, erasepro_fit):
-        x_after, y_again = pair_columns(xl_model, CONCEPT.pairs(synonyms=True), "prompt_aligned", 5)
+        x_after, _ = pair_columns(xl_model, pairs, "prompt_aligned", 5)
+        pooled_after = text_conditioning(xl_model, [p.target for p in pairs]).pooled
     assert x_before.shape[0] == xl_model.unet.config.cross_attention_dim
     before, after = float((x_before - y).norm()), float((x_after - y).norm())
     assert after < 0.5 * before, (before, after)
-    # the anchor moves too (its own prompt runs through the edited layers), but the target lands nearer it
-    assert float((x_after - y_again).norm()) < 0.5 * float((x_before - y).norm())
+    before, after = float((pooled_target - pooled_anchor).norm()), float((pooled_after - pooled_anchor).norm())
+    assert after < 0.5 * before, (before, after)
 
 
 @pytest.mark.parametrize("name", ["xl_model", "model"])
