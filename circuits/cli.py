@@ -157,6 +157,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(json.dumps(config_to_json(config), indent=2))
         return 0
     out = Path(args.out or Path("outputs") / args.name)
+    from circuits.experiments.result import check_destination
+
+    check_destination(out)  # before building a model, not only before the experiment's work
     model = _load(args.model) if args.model == "tiny" else args.model
     changed = ", ".join(f"{key}={value!r}" for key, value in overrides.items())
     print(f"{args.name} [{entry.paper}]: {entry.summary}" + (f"\n  settings: {changed}" if changed else ""), flush=True)

@@ -1,6 +1,10 @@
 """Atomic file output: write to a temporary file in the same folder, then rename over the target.
 
-A crash or interrupt mid-write leaves the old file (or nothing), never half a file.
+A crash or interrupt mid-write leaves the old file (or nothing), never half a file. A writer killed
+outright (SIGKILL, out of memory) cannot delete its temporary file; temporary names carry the host and
+process id, so :func:`remove_stale_temporaries` (run when ``generate`` and the experiments start writing
+into a folder) removes those whose process is gone, and never one that a live writer, or a writer on
+another host sharing the folder, still owns.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ import contextlib
 import functools
 import json
 import os
+import re
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,7 +27,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
     """Call ``write(file)`` on a temporary file next to ``path`` and move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_owner()}.", suffix=TEMP_SUFFIX)
     try:
         # mkstemp makes the file private (0600); an output should get the mode a plain open() gives it.
         os.chmod(tmp, _default_file_mode())
@@ -35,6 +41,47 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None
             os.unlink(tmp)
         raise
     return path
+
+
+TEMP_SUFFIX = ".tmp"
+#: ``.<name>.<host>~<pid>.<random>.tmp``: the owner part is what a sweep checks
+_TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)~(?P<pid>[0-9]+)\.[^.]+\.tmp$")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _owner() -> str:
+    return f"{_host()}~{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write` calls on this host left behind when their
+    process was killed (its id no longer runs). Files of live processes, of other hosts and files
+    not named by :func:`atomic_write` are kept. Returns the paths removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host, removed = _host(), []
+    for path in folder.rglob(f"*{TEMP_SUFFIX}") if recursive else folder.glob(f"*{TEMP_SUFFIX}"):
+        match = _TEMP_NAME.match(path.name)
+        if match is None or match["host"] != host or _alive(int(match["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another sweep got there first
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def check_writable(folder: str | os.PathLike[str], argument: str = "out") -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +46,40 @@ def test_atomic_write_gives_the_file_the_usual_permissions(tmp_path):
     (tmp_path / "plain.bin").write_bytes(b"x")
     mode = stat.S_IMODE(path.stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.bin").stat().st_mode)  # what open() gives, not mkstemp's 0600
+
+
+def test_stale_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    """A writer killed mid-write leaves its temporary file; the next run's sweep removes it, but never a
+    file a live process (or a process on another host) may still be writing."""
+    import subprocess
+    import sys
+
+    from circuits import io
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = io._host()
+    (tmp_path / "sub").mkdir()
+    stale = tmp_path / "sub" / f".img_0001.png.{host}~{dead.pid}.abc123de.tmp"
+    live = tmp_path / f".img_0002.png.{host}~{os.getpid()}.zz9_x8yw.tmp"
+    elsewhere = tmp_path / f".img_0003.png.otherhost~{dead.pid}.abc123de.tmp"
+    unrelated = tmp_path / "notes.tmp"
+    for path in (stale, live, elsewhere, unrelated):
+        path.write_bytes(b"partial")
+    assert io.remove_stale_temporaries(tmp_path) == [stale]
+    assert not stale.exists() and live.exists() and elsewhere.exists() and unrelated.exists()
+
+
+def test_atomic_write_names_its_temporary_with_host_and_pid(tmp_path, monkeypatch):
+    from circuits import io
+
+    seen = []
+    real_replace = os.replace
+
+    def spy(src, dst):
+        seen.append(Path(src).name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(io.os, "replace", spy)
+    io.atomic_write(tmp_path / "a.png", lambda f: f.write(b"x"))
+    assert io._TEMP_NAME.match(seen[0]) and f"~{os.getpid()}." in seen[0]

@@ -84,6 +84,15 @@ def test_cli_run_with_an_out_that_cannot_be_written(tmp_path: Path, capsys: pyte
     assert str(out) in one_line_error(capsys)
 
 
+def test_cli_run_checks_out_before_building_the_tiny_model(tmp_path: Path, capsys, monkeypatch) -> None:
+    import circuits.cli
+
+    built = []
+    monkeypatch.setattr(circuits.cli, "_load", lambda source: built.append(source))
+    assert main(["run", "eot_similarity", "--model", "tiny", "--out", str(unwritable(tmp_path)[0])]) == 2
+    assert built == [] and "cannot be written" in one_line_error(capsys)
+
+
 def test_check_writable_leaves_no_trace(tmp_path: Path) -> None:
     from circuits.io import check_writable
 
@@ -179,3 +188,13 @@ def test_a_bug_is_one_line_too_and_debug_shows_it(monkeypatch: pytest.MonkeyPatc
     assert "unexpected RuntimeError: a bug over two lines" in line and "--debug" in line
     with pytest.raises(RuntimeError, match="a bug"):
         main(["--debug", "broken"])
+
+
+def test_missing_pocket_weights_point_to_a_reinstall_not_the_v2_trainer(tmp_path, monkeypatch):
+    """``train.py`` now trains the v2 recipe, so the message must not offer it as the way to rebuild v1."""
+    from circuits.models import loading
+
+    monkeypatch.setattr(loading, "POCKET_DIR", tmp_path / "pipeline")
+    with pytest.raises(ModelLoadError, match="reinstall") as info:
+        circuits.load("pocket")
+    assert "--phase all" not in str(info.value) and "MODEL_CARD.md" in str(info.value)

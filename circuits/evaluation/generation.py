@@ -48,6 +48,7 @@ from circuits.errors import CircuitsError
 from circuits.evaluation import manifest
 from circuits.evaluation.prompts import PromptRow, PromptSet, as_prompt_set
 from circuits.evaluation.truncation import Cut, fit_prompts, summarize
+from circuits.io import remove_stale_temporaries
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,7 @@ def generate(
     truncation = summarize([item.cut for item in items[::samples]])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # images a killed earlier run was writing (it rewrites them: they are missing)
     provenance = registry_provenance()
     manifest.check_or_write_run(out, identity, {"prompt_file": prompt_set.describe(), "truncation": truncation,
                                                 "batch_size": batch_size, "provenance": provenance})  # fmt: skip

@@ -19,6 +19,11 @@ On noisy latents ``z_t`` of the concept's prompts (``eps*``, ``delta*``: the fro
   from ESD, feeds the UNet ``t ~ 1000 k / 50`` for the latent sampled ``till_T = k`` DDIM steps; read
   as steps from the noise, an early, noisy latent is labelled with a small timestep; see
   ``docs/recipes/ant.md``.)
+- **The unconditional rows** ``eps(z_t)`` read the sampler's unconditional text (no negative prompt,
+  :func:`~circuits.methods.common.null_conditioning`): the encoding of ``""``, or on SDXL a zero context and
+  zero pooled embedding, so at the original weights ``eps(z_t) = eps*(z_t)`` and the ``l2`` / ``l3`` terms start
+  at zero. Every UNet call passes SDXL's pooled embedding and time ids
+  (:func:`~circuits.methods.common.unet_eps`).
 
 The config is an ``ant.Config`` (defined in ``ant_config``, which every ANT module imports).
 """
@@ -35,8 +40,9 @@ from torch import Tensor
 
 from circuits.context import StepContext, publish_context
 from circuits.methods.ant_config import Config
-from circuits.methods.common import ConfigError
+from circuits.methods.common import ConfigError, null_conditioning, unet_eps
 from circuits.models.diffusion import Diffusion
+from circuits.sampling.conditioning import TextConditioning
 
 
 @dataclass
@@ -45,7 +51,9 @@ class Trajectories:
 
     Row ``j * len(prompts) + i`` is prompt ``i`` sampled with seed ``seeds[j]`` (one sampling call per
     seed). ``latents[s]`` enters step ``s`` at ``timesteps[s]``; ``input_scale[s]`` is the
-    scheduler's ``scale_model_input`` factor there.
+    scheduler's ``scale_model_input`` factor there. ``cond`` / ``uncond`` are the contexts the sampler
+    used (``uncond``: its unconditional text, a zero context on SDXL); ``cond_pooled`` / ``uncond_pooled``
+    are SDXL's pooled embeddings beside them (None on SD1.x / SD2.x).
     """
 
     prompts: list[str]
@@ -57,6 +65,8 @@ class Trajectories:
     input_scale: Tensor
     cond: Float[Tensor, "prompts tokens dim"]
     uncond: Float[Tensor, "one tokens dim"]
+    cond_pooled: Float[Tensor, "prompts pooled"] | None = None
+    uncond_pooled: Float[Tensor, "one pooled"] | None = None
 
     @property
     def rows(self) -> int:
@@ -83,7 +93,7 @@ def split(timesteps: Tensor, t_prime: float) -> tuple[Tensor, Tensor]:
 
 def collect(model: Diffusion, prompts: Sequence[str], config: Config, *, progress: bool = False) -> Trajectories:
     """Sample ``prompts`` once per seed with the original model (CFG ``sample_guidance``), recording everything."""
-    from circuits.sampling import encode_prompts, make_scheduler, sample
+    from circuits.sampling import encode_text, make_scheduler, sample
 
     if config.sample_guidance <= 1.0:
         raise ConfigError(f"ant.Config.sample_guidance={config.sample_guidance}: Eq. 3 needs both branches (> 1)")
@@ -104,13 +114,18 @@ def collect(model: Diffusion, prompts: Sequence[str], config: Config, *, progres
     ]
     assert parts[0].timesteps == timesteps.tolist(), "the sampler ran another schedule"
     with torch.no_grad():
-        cond = encode_prompts(model, prompts, "cond").detach()
-        uncond = encode_prompts(model, [""], "uncond").detach()
+        cond = encode_text(model, prompts, "cond")
+    uncond = null_conditioning(model, "uncond")  # what the sampler's unconditional branch read
     return Trajectories(
         prompts, list(config.seeds), timesteps,
         torch.cat([p.latents[:-1] for p in parts], dim=1), torch.cat([p.noise_cond for p in parts], dim=1),
-        torch.cat([p.noise_uncond for p in parts], dim=1), torch.tensor(scales), cond, uncond,
+        torch.cat([p.noise_uncond for p in parts], dim=1), torch.tensor(scales), cond.embeds.detach(),
+        uncond.embeds.detach(), _detached(cond.pooled), _detached(uncond.pooled),
     )
+
+
+def _detached(tensor: Tensor | None) -> Tensor | None:
+    return None if tensor is None else tensor.detach()
 
 
 def draw(traj: Trajectories, config: Config, generator: torch.Generator, rows: Tensor | None = None) -> tuple:
@@ -135,13 +150,16 @@ def ant_loss(
     latents = torch.cat([zz, zz])
     t = torch.cat([traj.timesteps[i1], traj.timesteps[i2]] * 2).to(device)
     prompt_of = rows % len(traj.prompts)
-    cond = traj.cond[prompt_of].to(device)
-    embeds = torch.cat([cond, cond, traj.uncond.expand(2 * n, -1, -1).to(device)])
+    cond = TextConditioning(traj.cond[prompt_of].to(device),
+                            None if traj.cond_pooled is None else traj.cond_pooled[prompt_of].to(device))
+    uncond = TextConditioning(traj.uncond.expand(2 * n, -1, -1).to(device),
+                              None if traj.uncond_pooled is None else traj.uncond_pooled.expand(2 * n, -1).to(device))
+    text = TextConditioning.cat([cond, cond, uncond])
     names = tuple(traj.prompts[int(i)] for i in prompt_of)
     ctx = StepContext(phase="unet", branch_rows={"cond": tuple(range(2 * n)), "uncond": tuple(range(2 * n, 4 * n))},
                       prompts=names * 2 + ("",) * (2 * n))
     with publish_context(ctx):
-        eps = model.unet(latents, t, encoder_hidden_states=embeds, return_dict=False)[0]
+        eps = unet_eps(model, latents, t, text)
     c1, c2, u1, u2 = eps.chunk(4)
     star_c1, star_c2 = traj.eps_cond[i1, rows].to(device), traj.eps_cond[i2, rows].to(device)
     star_u1, star_u2 = traj.eps_uncond[i1, rows].to(device), traj.eps_uncond[i2, rows].to(device)

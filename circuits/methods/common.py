@@ -1,12 +1,20 @@
-"""Pieces every method file shares: config overrides, text embeddings, cross-attention projections.
+"""Pieces every method file shares: config overrides, text conditioning, UNet calls, cross-attention projections.
 
 Kept here once so each paper's file reads like its algorithm box.
+
+Methods with their own denoising loop (TRCE stage 2, ANT) call the UNet through :func:`unet_eps`, which
+adds SDXL's pooled embedding and time ids (``added_conditioning``), so one loop serves SD1.x, SD2.x and
+SDXL. Their unconditional rows come from :func:`null_conditioning`: exactly what ``circuits.sample`` puts
+in its unconditional branch when no negative prompt is given (the encoding of ``""``; on SDXL with
+``force_zeros_for_empty_prompt`` a zero context and a zero pooled embedding), so a prediction they
+compute at a recorded latent equals the one the sampler recorded there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -18,6 +26,7 @@ from circuits.errors import ConfigError, did_you_mean
 from circuits.methods.concept import Concept, PromptPair, as_concept
 from circuits.methods.features import align, gather_columns, preserved_positions
 from circuits.models.diffusion import Diffusion
+from circuits.sampling.conditioning import TextConditioning, added_conditioning
 
 C = TypeVar("C")
 
@@ -69,15 +78,85 @@ def text_embeddings(
 ) -> Float[Tensor, "batch tokens dim"]:
     """The text encoder's output for ``prompts`` (what the UNet's cross-attention reads), no grad;
     with ``length``, only the first positions (exact: the encoder is causal)."""
-    from circuits.sampling import encode_prompts
+    return text_conditioning(model, prompts, length).embeds
+
+
+def text_conditioning(model: Diffusion, prompts: Sequence[str], length: int | None = None) -> TextConditioning:
+    """:func:`text_embeddings` with SDXL's pooled embeddings beside them (``pooled`` is None on SD1.x / SD2.x),
+    no grad, in a ``cond`` text-phase context; each distinct prompt is encoded once."""
+    from circuits.sampling import encode_text
 
     unique = list(dict.fromkeys(prompts))  # anchor prompts repeat once per synonym: encode each once
     with torch.no_grad():
-        embeds = encode_prompts(model, unique, "cond", length=length)
+        text = encode_text(model, unique, "cond", length=length)
     if len(unique) == len(prompts):
-        return embeds
+        return text
     index = {p: i for i, p in enumerate(unique)}
-    return embeds[torch.tensor([index[p] for p in prompts], device=embeds.device)]
+    return take(text, torch.tensor([index[p] for p in prompts], device=text.embeds.device))
+
+
+def take(text: TextConditioning, rows: Tensor) -> TextConditioning:
+    """Rows ``rows`` (an index tensor) of a conditioning, pooled embeddings included."""
+    pooled = None if text.pooled is None else text.pooled[rows.to(text.pooled.device)]
+    return TextConditioning(text.embeds[rows.to(text.embeds.device)], pooled)
+
+
+def repeat(text: TextConditioning, count: int) -> TextConditioning:
+    """A one-row conditioning repeated ``count`` times (a view, as ``expand``)."""
+    if text.embeds.shape[0] != 1:
+        raise ValueError(f"repeat: give a one-row conditioning, not {text.embeds.shape[0]} rows")
+    pooled = None if text.pooled is None else text.pooled.expand(count, -1)
+    return TextConditioning(text.embeds.expand(count, -1, -1), pooled)
+
+
+def zero_null(model: Diffusion) -> bool:
+    """Whether ``circuits.sample``'s unconditional branch (no negative prompt) is a zero context: SDXL
+    checkpoints with ``force_zeros_for_empty_prompt`` (all of them by default), as diffusers does."""
+    return model.is_sdxl and model.force_zeros_for_empty_prompt
+
+
+def null_conditioning(model: Diffusion, branch: str = "uncond") -> TextConditioning:
+    """The unconditional text of ``circuits.sample`` with no negative prompt, one row, no grad: the encoding
+    of ``""`` (in a ``branch`` text-phase context), or on SDXL with ``force_zeros_for_empty_prompt`` a zero
+    context and a zero pooled embedding, for which no text encoder runs (as in the sampler, so text-encoder
+    interventions see no unconditional call)."""
+    if not zero_null(model):
+        from circuits.sampling import encode_text
+
+        with torch.no_grad():
+            return encode_text(model, [""], branch)
+    assert model.text_encoder_2 is not None  # zero_null implies SDXL
+    dtype = model.text_encoder_2.dtype  # encode_text's dtype for SDXL contexts, so zeros_like would give the same
+    tokens, width = model.tokenizer.model_max_length, int(model.unet.config.cross_attention_dim)
+    pooled = int(model.text_encoder_2.config.projection_dim)
+    return TextConditioning(torch.zeros(1, tokens, width, dtype=dtype, device=model.device),
+                            torch.zeros(1, pooled, dtype=dtype, device=model.device))
+
+
+def unet_eps(
+    model: Diffusion,
+    latents: Float[Tensor, "batch channels height width"],
+    timesteps: Tensor,
+    text: TextConditioning,
+) -> Float[Tensor, "batch channels height width"]:
+    """``model.unet`` on ``latents`` conditioned on ``text``, with SDXL's added conditioning (pooled embedding,
+    time ids for the image size the latents stand for); on SD1.x / SD2.x exactly the plain UNet call."""
+    factor = model.vae_scale_factor
+    extra = added_conditioning(model, text.pooled, latents.shape[-2] * factor, latents.shape[-1] * factor)
+    return model.unet(latents, timesteps, encoder_hidden_states=text.embeds, return_dict=False, **extra)[0]
+
+
+@dataclass(frozen=True)
+class Unconditional:
+    """Guidance that follows the unconditional branch alone (``eps_uncond``, bitwise): how a null trajectory
+    is sampled where the null text is no prompt the conditional branch could encode (SDXL's zero context)."""
+
+    @property
+    def uses_uncond(self) -> bool:
+        return True
+
+    def combine(self, eps_uncond: Tensor, eps_cond: Tensor, timestep: float) -> Tensor:
+        return eps_uncond
 
 
 def cross_attention_params(model: Diffusion, projections: Sequence[str]) -> list[str]:

@@ -12,6 +12,15 @@
   original model; ``X`` (target features) are recomputed through the layers already updated
   (each layer is replayed on the previous layer's edited output, so the whole fit costs one
   text-encoder pass). Alg. 2 (``propagate="original"``) carries ``X`` through the original layers.
+- **SDXL** (two text encoders): the UNet's context is both encoders' *penultimate* hidden states
+  side by side (the input of each last layer, no final norm), and the pooled embedding comes from
+  ``text_encoder_2``'s last layer, final norm and projection. So Alg. 1 aligns ``text_encoder``'s
+  layers up to the penultimate (its last layer feeds nothing the UNet reads: skipped, and the
+  Erasure's notes say so), every layer of ``text_encoder_2``, each encoder progressively on its own
+  (``start_fraction`` of each one's depth; token positions from its own tokenizer), then the UNet's
+  K/V on the concatenated edited context (positions from the first tokenizer, as ``tokens=`` scopes).
+  Trace rows name the encoder in ``stage``: ``"text"`` (``text_encoder``, as on SD1.x / SD2.x),
+  ``"text_encoder_2"``, ``"unet"``.
 - **ErasePro-w / -s** (App. A.2): :func:`weak` and :func:`strong` configs: Alg. 2 on the first 5 (8)
   token positions, starting at the 5th of 12 text layers (the 1st). The start is stored as a
   fraction of the depth so the same config fits a 4-layer pocket text encoder.
@@ -40,7 +49,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -127,6 +136,7 @@ class _Step:
     x: torch.Tensor  # target features the solve saw
     x_before: torch.Tensor  # the same in the original model
     y: torch.Tensor
+    positions: list[list[int]]  # the target prompts' columns X was gathered at (per prompt)
 
 
 def _check(config: Config) -> None:
@@ -146,58 +156,98 @@ def _final_norm(model: Diffusion) -> str:
     return model.sites.canonical("text_encoder.final_layer_norm")
 
 
+@dataclass(frozen=True)
+class _Encoder:
+    """One text encoder as Alg. 1 walks it: the layers it edits, and whose output the UNet reads."""
+
+    stage: str  # the trace's stage: "text" (text_encoder, the only or first encoder), "text_encoder_2"
+    tokenizer: Any  # its own: SDXL's second pads with "!" and splits a prompt's "!" into pad tokens
+    layers: list[str]  # every layer, in order
+    edited: list[str]  # the layers Alg. 1 aligns (a prefix of ``layers``)
+    context: int  # the UNet reads the output of layers[context] (-1: the token embeddings)
+
+
+def _encoders(model: Diffusion) -> list[_Encoder]:
+    """SD1.x / SD2.x: every layer of the one encoder; its last layer's output (after the final norm) is the
+    context. SDXL: the context is both encoders' penultimate hidden states, so the first encoder's last layer
+    feeds nothing the UNet reads (skipped), while the second's feeds the pooled embedding (aligned)."""
+    first = model.sites.text_layers()
+    if not model.is_sdxl:
+        return [_Encoder("text", model.tokenizer, first, first, len(first) - 1)]
+    second = model.sites.text_layers("text_encoder_2")
+    return [
+        _Encoder("text", model.tokenizer, first, first[:-1], len(first) - 2),
+        _Encoder("text_encoder_2", model.tokenizer_2, second, second, len(second) - 2),
+    ]
+
+
 def align_progressively(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[_Step]]:
-    """Alg. 1 / 2: solve Eq. 5 layer by layer, shallow to deep. Returns the edits and the solved steps."""
+    """Alg. 1 / 2: solve Eq. 5 layer by layer, shallow to deep. Returns the edits and the solved steps.
+
+    On SDXL each text encoder is aligned progressively on its own (they read the prompt side by side),
+    then the UNet's K/V on the concatenation of their edited penultimate hidden states."""
     pairs = concept.pairs(synonyms=config.synonyms)
-    aligned = [align(model.tokenizer, pair, config.positions, config.k) for pair in pairs]
-    t_pos, a_pos = [t for t, _ in aligned], [a for _, a in aligned]
-    layers = model.sites.text_layers()
+    encoders = _encoders(model)
     # anchor prompts repeat once per synonym; the recorded layer inputs hold each once, so index back
     anchors = list(dict.fromkeys(p.anchor for p in pairs))
     rows = torch.tensor([anchors.index(p.anchor) for p in pairs])
-    with record_calls(model.sites, layers) as anchor_calls:
+    recorded = [layer for encoder in encoders for layer in encoder.layers]
+    with record_calls(model.sites, recorded) as anchor_calls:
         anchor_out = text_embeddings(model, anchors)[rows]
-    with record_calls(model.sites, layers) as target_calls:
+    with record_calls(model.sites, recorded) as target_calls:
         target_out = text_embeddings(model, [p.target for p in pairs])
-    start = round(config.start_fraction * len(layers))
 
-    graph, steps = Graph(), []
-    hidden = target_calls[layers[0]][0].input  # the token embeddings: no layer has acted yet
+    graph, steps, contexts = Graph(), [], []
     with torch.no_grad():
-        for index, layer in enumerate(layers):
-            call = target_calls[layer][0]
-            edits: list[WeightEdit] = []
-            if index >= start:
-                norm = model.sites.module(f"{layer}.layer_norm1")
-                x = gather_columns(norm(hidden), t_pos)
-                y = gather_columns(norm(anchor_calls[layer][0].input[rows]), a_pos)
-                x_before = gather_columns(norm(call.input), t_pos)
-                params = [f"{layer}.self_attn.{projection}.weight" for projection in config.text_projections]
-                for step in _solve(model, params, "text", index, f"{layer}.layer_norm1", x, x_before, y, config):
-                    steps.append(step)
-                    edits.append(WeightEdit(step.param, delta=step.delta))
-                graph.extend(edits)
-            with intervene(model, edits if config.propagate == "updated" else []):
-                hidden = call.replay(hidden)
+        for encoder in encoders:
+            aligned = [align(encoder.tokenizer, pair, config.positions, config.k) for pair in pairs]
+            t_pos, a_pos = [t for t, _ in aligned], [a for _, a in aligned]
+            start = round(config.start_fraction * len(encoder.layers))
+            hiddens = [target_calls[encoder.layers[0]][0].input]  # the token embeddings: no layer has acted yet
+            for index, layer in enumerate(encoder.edited):
+                call = target_calls[layer][0]
+                edits: list[WeightEdit] = []
+                if index >= start:
+                    norm = model.sites.module(f"{layer}.layer_norm1")
+                    x = gather_columns(norm(hiddens[-1]), t_pos)
+                    y = gather_columns(norm(anchor_calls[layer][0].input[rows]), a_pos)
+                    x_before = gather_columns(norm(call.input), t_pos)
+                    params = [f"{layer}.self_attn.{projection}.weight" for projection in config.text_projections]
+                    solved = _solve(model, params, encoder.stage, index, f"{layer}.layer_norm1", x, x_before, y,
+                                    config, t_pos)
+                    for step in solved:
+                        steps.append(step)
+                        edits.append(WeightEdit(step.param, delta=step.delta))
+                    graph.extend(edits)
+                with intervene(model, edits if config.propagate == "updated" else []):
+                    hiddens.append(call.replay(hiddens[-1]))
+            contexts.append(hiddens[encoder.context + 1])
         if config.unet_projections:
-            x = gather_columns(model.sites.module(_final_norm(model))(hidden), t_pos)
+            aligned = [align(model.tokenizer, pair, config.positions, config.k) for pair in pairs]  # tokens= follow
+            t_pos, a_pos = [t for t, _ in aligned], [a for _, a in aligned]  # the first tokenizer (encode_text)
+            if model.is_sdxl:  # the context is the two penultimate hidden states side by side, as encode_text
+                context = torch.cat(contexts, dim=-1).to(anchor_out.dtype)
+            else:
+                context = model.sites.module(_final_norm(model))(contexts[0])
+            x = gather_columns(context, t_pos)
             y, x_before = gather_columns(anchor_out, a_pos), gather_columns(target_out, t_pos)
             per_layer = len(config.unet_projections)
             params = cross_attention_params(model, config.unet_projections)
-            for number, step in enumerate(_solve(model, params, "unet", None, None, x, x_before, y, config)):
+            for number, step in enumerate(_solve(model, params, "unet", None, None, x, x_before, y, config, t_pos)):
                 step.layer = number // per_layer
                 steps.append(step)
                 graph.append(WeightEdit(step.param, delta=step.delta))
     return graph, steps
 
 
-def _solve(model, params, stage, layer, input_site, x, x_before, y, config) -> list[_Step]:
+def _solve(model, params, stage, layer, input_site, x, x_before, y, config, positions) -> list[_Step]:
     """Eq. 5 for every projection reading ``x``: one map ``M`` (``W* = W_o M``), one delta per weight."""
     amap = AnchorMap.fit(x, y, reg=0.0, rtol=config.rtol)
     steps = []
     for param in params:
         weight = model.parameter(param).detach()
-        steps.append(_Step(param, stage, layer, input_site, weight, amap.delta(weight), amap, x, x_before, y))
+        steps.append(_Step(param, stage, layer, input_site, weight, amap.delta(weight), amap, x, x_before, y,
+                           positions))
     return steps
 
 
@@ -205,18 +255,19 @@ def trace(model: Diffusion, concept: Concept, config: Config, graph: Graph, step
     """Per edited projection: target-anchor angle and distance of its input features before (original
     model) and after (edited model), the relative residual ``||W X - W_o Y|| / ||W_o Y||`` and ``||dW||``."""
     pairs = concept.pairs(synonyms=config.synonyms)
-    t_pos = [align(model.tokenizer, pair, config.positions, config.k)[0] for pair in pairs]
-    inputs = sorted({s.input_site for s in steps if s.input_site is not None})
+    positions = {s.input_site: s.positions for s in steps}  # the UNet's (input_site None): the first tokenizer's
+    inputs = sorted(site for site in positions if site is not None)
     # measured on the edited model, not taken from the solver's own X: a solver that read the wrong features
     # (the original model's where Alg. 1 wants the edited one's) shows up here as a residual
     with torch.no_grad(), intervene(model, graph + [Capture(site) for site in inputs]) as run:
         edited_out = text_embeddings(model, [p.target for p in pairs])
-    seen = {site: gather_columns(run.captures[site][0], t_pos) for site in inputs}
-    final = gather_columns(edited_out, t_pos)
+    seen = {site: gather_columns(run.captures[site][0], positions[site]) for site in inputs}
+    final = gather_columns(edited_out, positions[None]) if None in positions else None
     features: dict[int, LayerFeatures] = {}
     rows = []
     for s in steps:
         x_after = seen[s.input_site] if s.input_site else final
+        assert x_after is not None
         if id(s.amap) not in features:  # one per feature set, not per projection (setdefault would build 68)
             features[id(s.amap)] = LayerFeatures(s.x_before, x_after, s.y, s.amap)
         stats = features[id(s.amap)]
@@ -238,6 +289,11 @@ def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, 
     seconds = time.perf_counter() - start
     rows = trace(model, concept, config, graph, steps)
     notes = [note, *sorted({f"{r['stage']} layer {r['layer']}: {r['solver']}" for r in rows if r["solver"] != "exact"})]
+    if model.is_sdxl:
+        first = model.sites.text_layers()
+        notes.append(f"SDXL: text_encoder's last layer ({first[-1]}) is not edited: the UNet reads both encoders' "
+                     "penultimate hidden states, so its output feeds nothing; text_encoder_2's last layer is (it "
+                     "feeds the pooled embedding); the UNet K/V are solved on the edited 2048-wide context")
     method = "erasepro" if config.propagate == "updated" else "erasepro-alg2"
     return Erasure(method, concept, config_dict(config), graph, rows, notes=notes, seconds=seconds)
 

@@ -36,9 +36,20 @@ Decisions the paper leaves open, with the choice made here:
   uniformly drawn early step; preservation rows draw a null trajectory and a step uniformly.
 - **Caching cost**: ``circuits.sample`` runs every step although only the first half of a malicious
   trajectory is used. Null trajectories are sampled with ``guidance_scale=1`` (the conditional branch
-  on ``""`` *is* the null prediction), and only those the plan draws: a pool of ``null_trajectories``
+  on ``""`` *is* the null prediction; SDXL: below), and only those the plan draws: a pool of ``null_trajectories``
   i.i.d. samples of which the plan uses D distinct ones has the same distribution as D samples, so
   the D drawn ids are sampled densely (300 steps of batch 1 draw ~280 of the paper's 2000).
+- **The null text** ``0`` of Eqs. 6-9 is the unconditional text ``circuits.sample`` uses with no negative
+  prompt (:func:`~circuits.methods.common.null_conditioning`), so ``e(z^m, 0)`` read from the sampler's
+  recorded unconditional branch and the model's own ``e(z, 0)`` during training are the same function:
+  the encoding of ``""`` on SD1.x / SD2.x; on SDXL (``force_zeros_for_empty_prompt``, every SDXL
+  checkpoint's default) a zero context and a zero pooled embedding, which is what SDXL's unconditional
+  branch is in ``StableDiffusionXLPipeline``, not the encoding of ``""``. Null
+  trajectories then cannot be the conditional branch on ``""``: on SDXL they are sampled following the
+  unconditional branch alone (:class:`~circuits.methods.common.Unconditional`: every UNet call also runs
+  a wasted conditional row, so null trajectories cost twice as much there), and Eq. 9's reference is the
+  recorded unconditional prediction. Every UNet call passes SDXL's pooled embedding and time ids
+  (:func:`~circuits.methods.common.unet_eps`).
 """
 
 from __future__ import annotations
@@ -58,11 +69,22 @@ from torch import Tensor
 from circuits.interventions.graph import Graph, GraphLike
 from circuits.interventions.runtime import intervene
 from circuits.interventions.weight_edit import WeightEdit
-from circuits.methods.common import ConfigError, config_dict, text_embeddings
+from circuits.methods.common import (
+    ConfigError,
+    Unconditional,
+    config_dict,
+    null_conditioning,
+    repeat,
+    take,
+    text_conditioning,
+    unet_eps,
+    zero_null,
+)
 from circuits.methods.concept import Concept
 from circuits.methods.training import finetune, step_generator
 from circuits.models.diffusion import Diffusion
-from circuits.sampling import sample
+from circuits.sampling import CFG, sample
+from circuits.sampling.conditioning import TextConditioning
 
 
 class Config(Protocol):
@@ -162,20 +184,27 @@ class Cache:
     seconds: float
 
 
-def _record(model, prompts, seed, config, guidance_scale):
-    result = sample(model, prompts, seed=seed, steps=config.sample_steps, guidance_scale=guidance_scale,
+def _record(model, prompts, seed, config, guidance):
+    result = sample(model, prompts, seed=seed, steps=config.sample_steps, guidance=guidance,
                     scheduler=config.scheduler, record=True, progress=False)
     return result.trajectory
 
 
-def _rows(model, wanted: dict[int, list[int]], prompts: Sequence[str], seed: int, config, guidance_scale):
+def null_guidance(model: Diffusion) -> CFG | Unconditional:
+    """How null trajectories are sampled: the conditional branch on ``""`` (``CFG(1)``), or, where the null text
+    is SDXL's zero context, the unconditional branch alone; either way the ``e_uncond`` that :func:`_rows` reads
+    (the recorded conditional prediction where the sampler ran no unconditional branch) is the null prediction."""
+    return Unconditional() if zero_null(model) else CFG(1.0)
+
+
+def _rows(model, wanted: dict[int, list[int]], prompts: Sequence[str], seed: int, config, guidance):
     """Sample the trajectories ``wanted`` names (``{id: [steps]}``): the i-th id (in order) is row
     ``i % cache_batch`` of sampling call ``i // cache_batch`` (noise from ``seed +`` call), with prompt
     ``prompts[id % len(prompts)]``. Returns ``{(id, step): (z, t, e_cond, e_uncond)}``."""
     out, ids = {}, sorted(wanted)
     for call in range(math.ceil(len(ids) / config.cache_batch)):
         chunk = ids[call * config.cache_batch:(call + 1) * config.cache_batch]
-        traj = _record(model, [prompts[k % len(prompts)] for k in chunk], seed + call, config, guidance_scale)
+        traj = _record(model, [prompts[k % len(prompts)] for k in chunk], seed + call, config, guidance)
         for j, k in enumerate(chunk):
             for step in wanted[k]:
                 uncond = traj.noise_uncond if traj.noise_uncond is not None else traj.noise_cond
@@ -198,17 +227,17 @@ def cache(model: Diffusion, concept: Concept, config: "Config", the_plan: Plan) 
         for k, s in rows:
             nulls.setdefault(k, []).append(s)
     with torch.no_grad():
-        erase_rows = _rows(model, wanted, [p.target for p in pairs], config.seed, config, config.guidance_scale)
-        null_rows = _rows(model, nulls, [""], config.seed + 1_000_003, config, 1.0)  # cond on "" is the null pred
+        erase_rows = _rows(model, wanted, [p.target for p in pairs], config.seed, config, CFG(config.guidance_scale))
+        null_rows = _rows(model, nulls, [""], config.seed + 1_000_003, config, null_guidance(model))
         keys = sorted(erase_rows)
-        anchors = text_embeddings(model, [p.anchor for p in pairs])
+        anchors = text_conditioning(model, [p.anchor for p in pairs])
         safe_cond = {}
         for i in range(0, len(keys), 64):  # e(z^m, c^s) for the planned rows only, in batches
             chunk = keys[i:i + 64]
             z = torch.stack([erase_rows[key][0] for key in chunk]).to(model.device, model.dtype)
             t = torch.tensor([erase_rows[key][1] for key in chunk], device=model.device).long()
-            emb = anchors[torch.tensor([k % len(pairs) for k, _ in chunk], device=model.device)]
-            pred = model.unet(z, t, encoder_hidden_states=emb, return_dict=False)[0].cpu()
+            text = take(anchors, torch.tensor([k % len(pairs) for k, _ in chunk]))
+            pred = unet_eps(model, z, t, text).cpu()
             safe_cond.update(zip(chunk, pred))
     fields: dict[str, list[Tensor]] = {name: [] for name in ("z", "t", "prompt", "safe", "unsafe",
                                                               "null_z", "null_t", "null_ref")}
@@ -223,22 +252,32 @@ def cache(model: Diffusion, concept: Concept, config: "Config", the_plan: Plan) 
         null = [null_rows[key] for key in preserve]
         fields["null_z"].append(torch.stack([r[0] for r in null]))
         fields["null_t"].append(torch.tensor([r[1] for r in null]).long())
-        fields["null_ref"].append(torch.stack([r[2] for r in null]))
+        fields["null_ref"].append(torch.stack([r[3] for r in null]))  # the recorded null prediction
     return Cache(**fields, seconds=time.perf_counter() - start)
 
 
-def _null_reference(model: Diffusion, data: Cache, null: Tensor) -> list[Tensor]:
-    """Eq. 9's reference as the authors' code takes it: the null prediction of the model as it is now
-    (the stage-1 model, inside ``intervene(model, base)``) at every planned null row, no grad."""
-    sizes = [len(z) for z in data.null_z]
-    z, t = torch.cat(data.null_z), torch.cat(data.null_t)
+def null_text(model: Diffusion) -> TextConditioning:
+    """The null text ``0`` of Eqs. 6-9, one row: the unconditional text of ``circuits.sample`` (the encoding of
+    ``""``; SDXL's zero context and pooled embedding), so ``e(z, 0)`` is the prediction the sampler recorded."""
+    return null_conditioning(model, "cond")
+
+
+def null_predictions(model: Diffusion, z: Eps, t: Tensor, null: TextConditioning) -> Eps:
+    """``e(z, 0)``: the model's null prediction (``null``: :func:`~circuits.methods.common.null_conditioning`) at
+    latents ``z`` and timesteps ``t``, in batches of 64, no grad, on the CPU."""
     out = []
     with torch.no_grad():
         for i in range(0, len(z), 64):
             x, steps = z[i:i + 64].to(model.device, model.dtype), t[i:i + 64].to(model.device)
-            emb = null.expand(len(x), -1, -1)
-            out.append(model.unet(x, steps, encoder_hidden_states=emb, return_dict=False)[0].cpu())
-    return list(torch.cat(out).split(sizes))
+            out.append(unet_eps(model, x, steps, repeat(null, len(x))).cpu())
+    return torch.cat(out)
+
+
+def _null_reference(model: Diffusion, data: Cache, null: TextConditioning) -> list[Tensor]:
+    """Eq. 9's reference as the authors' code takes it: the null prediction of the model as it is now
+    (the stage-1 model, inside ``intervene(model, base)``) at every planned null row, no grad."""
+    sizes = [len(z) for z in data.null_z]
+    return list(null_predictions(model, torch.cat(data.null_z), torch.cat(data.null_t), null).split(sizes))
 
 
 def _check_scheduler(model: Diffusion, config: "Config") -> None:
@@ -255,8 +294,12 @@ def _check_scheduler(model: Diffusion, config: "Config") -> None:
 
 
 # -- training ---------------------------------------------------------------------------------
-def loss_function(model: Diffusion, data: Cache, cond: Tensor, null: Tensor, config: "Config") -> Callable:
-    """``loss(step, generator) -> (L_erase + lambda L_preserve, terms)`` for :func:`finetune` (one UNet call)."""
+def loss_function(
+    model: Diffusion, data: Cache, cond: TextConditioning, null: TextConditioning, config: "Config"
+) -> Callable:
+    """``loss(step, generator) -> (L_erase + lambda L_preserve, terms)`` for :func:`finetune` (one UNet call).
+
+    ``cond``: the target prompts' conditioning (one row per prompt pair), ``null``: the one-row null text."""
     device, dtype = model.device, model.dtype
 
     def loss(step: int, generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
@@ -264,9 +307,8 @@ def loss_function(model: Diffusion, data: Cache, cond: Tensor, null: Tensor, con
         b, bn = len(z), len(null_z)
         x = torch.cat([z, z, null_z])
         t = torch.cat([data.t[step], data.t[step], data.null_t[step]]).to(device)
-        emb = torch.cat([cond[data.prompt[step].to(device)], null.expand(b + bn, -1, -1)])
-        pred_cond, pred_uncond, pred_null = model.unet(x, t, encoder_hidden_states=emb, return_dict=False)[0].split(
-            [b, b, bn])
+        text = TextConditioning.cat([take(cond, data.prompt[step]), repeat(null, b + bn)])
+        pred_cond, pred_uncond, pred_null = unet_eps(model, x, t, text).split([b, b, bn])
         safe, unsafe = data.safe[step].to(device, dtype), data.unsafe[step].to(device, dtype)
         erase = (erase_loss(pred_cond, safe, unsafe, config.margin)
                  + erase_loss(pred_uncond, safe, unsafe, config.margin)) / 2
@@ -307,8 +349,8 @@ def steer(
     start = time.perf_counter()
     terms: list[dict[str, float]] = []
     with intervene(model, base):  # the model trained is the stage-1 model
-        cond = text_embeddings(model, [p.target for p in pairs])
-        null = text_embeddings(model, [""])
+        cond = text_conditioning(model, [p.target for p in pairs])
+        null = null_text(model)
         if config.preserve_reference == "stage1":
             data.null_ref = _null_reference(model, data, null)
         deltas, losses = finetune(

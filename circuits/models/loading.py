@@ -41,8 +41,9 @@ def load(
     elif str(source) == "pocket":
         if not (POCKET_DIR / "model_index.json").is_file():
             raise ModelLoadError(
-                f"the pocket model is not installed at {POCKET_DIR}; build it with "
-                "`python -m circuits.pocket.train --phase all` or reinstall circuits"
+                f"the pocket model is not installed at {POCKET_DIR}: its weights ship with circuits, so reinstall "
+                "it (`pip install -e .` in a checkout); circuits/pocket/MODEL_CARD.md gives the commands that "
+                "trained it"
             )
         model = _from_folder(POCKET_DIR, dtype, source="pocket")
     elif Path(source).exists():

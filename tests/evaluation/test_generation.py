@@ -89,8 +89,18 @@ def test_killed_run_resumes_to_the_same_files(model, reference, tmp_path, monkey
     assert sorted(files(tmp_path)) == ["3_0.png", "3_1.png"]
     assert not list(tmp_path.glob(".*.tmp"))
     (tmp_path / "3_1.png").unlink()  # and one image of a finished batch lost too
+    # a SIGKILL mid-write cannot clean up: leave the temporary file a dead writer on this host would leave
+    import subprocess
+    import sys
+
+    from circuits import io
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / f".7_0.png.{io._host()}~{dead.pid}.k1ll3d00.tmp").write_bytes(b"half an image")
     monkeypatch.setattr(circuits.sampling, "sample", real)
     resumed = generate(model, ROWS, tmp_path, batch_size=3, **SETTINGS)
+    assert not list(tmp_path.rglob("*.tmp"))
     assert (resumed.written, resumed.skipped) == (7, 1)
     assert files(tmp_path) == files(out)
     assert sorted(read_records(tmp_path)) == sorted(files(out))
