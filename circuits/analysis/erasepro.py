@@ -43,10 +43,11 @@ def _ordered(images: dict[str, list[Any]], order: list[str]) -> dict[str, list[A
 
 
 def _stage_separator(ax: Any, layers: list[dict[str, Any]]) -> None:
+    """A dotted line where the layer axis passes from one stage to the next (text encoder(s), UNet)."""
     stages = [layer["stage"] for layer in layers]
-    if "text" in stages and "unet" in stages:
-        boundary = stages.index("unet") - 0.5
-        ax.axvline(boundary, color="0.6", linewidth=0.8, linestyle=":")
+    for index in range(1, len(stages)):
+        if stages[index] != stages[index - 1]:
+            ax.axvline(index - 0.5, color="0.6", linewidth=0.8, linestyle=":")
 
 
 @styled
@@ -59,6 +60,7 @@ def draw_alignment(result: Any) -> dict[str, Any]:
     methods = metrics["methods"]
     x = list(range(len(layers)))
     labels = [layer["label"] for layer in layers]
+    second = sum(layer["stage"] == "text_encoder_2" for layer in layers)  # SDXL's OpenCLIP-bigG layers
     figure = new_figure(9.0, 5.6)
     axes = figure.subplots(2, 2, sharex=True).ravel()
     for ax, (after, before, ylabel, log), title in zip(axes, ALIGNMENT_PANELS, TITLES):
@@ -78,7 +80,7 @@ def draw_alignment(result: Any) -> dict[str, Any]:
         _stage_separator(ax, layers)
     for ax in axes[2:]:
         ax.set_xticks(x, labels, rotation=45, ha="right")
-        ax.set_xlabel("edited layer (T = text encoder, then UNet)")
+        ax.set_xlabel("edited layer (T = text encoder" + (", G = text_encoder_2" if second else "") + ", then UNet)")
     handles, names = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="0.4", linestyle="--", linewidth=0.9, marker="."))
     names.append("dashed: original model\n(before the edit)")
@@ -92,7 +94,9 @@ def draw_alignment(result: Any) -> dict[str, Any]:
         config, ("methods", "projection"),
         f"'{concept['target']}' → {anchor}, {len(concept['templates'])} templates x "
         f"{1 + len(concept['synonyms'])} words; {projection}-projection of each layer; T0-T{n_text - 1}: "
-        "text-encoder self-attention, shallow to deep, then the UNet cross-attention layers in forward order"))
+        "text-encoder self-attention, shallow to deep, "
+        + (f"G0-G{second - 1}: text_encoder_2's, " if second else "")
+        + "then the UNet cross-attention layers in forward order"))
     figures = {"erasepro_alignment": figure}
     if result.images:
         order = ["original"] + [methods[name]["label"] for name in metrics.get("order") or list(methods)]

@@ -40,6 +40,12 @@ def test_every_experiment_runs_on_the_family(models, family, name, tmp_path):
         assert any("pooled embedding" in note for note in result.notes) == (family == "sdxl")
     if name == "depth_sensitivity" and family == "sdxl":  # SDXL's mid block stacks transformer blocks
         assert any("holds" in note and "the first" in note for note in result.notes)
+    if name == "erasepro_alignment":  # ErasePro's trace on the layer axis: both encoders on SDXL, labels unique
+        layers = result.metrics["layers"]
+        assert len({layer["label"] for layer in layers}) == len(layers)
+        edited = {layer["stage"] for layer, v in zip(layers, result.metrics["methods"]["erasepro"]["per_layer"][
+            "relative_delta"]) if v is not None}  # fmt: skip
+        assert edited == ({"text", "text_encoder_2", "unet"} if family == "sdxl" else {"text", "unet"})
 
 
 def test_settings_reach_every_field_they_name():

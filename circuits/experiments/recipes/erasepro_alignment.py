@@ -29,6 +29,10 @@ Decisions:
   different numbers of columns (ErasePro the prompt's tokens, -w the first 5, UCE from the word to the
   end of the sequence), and the raw distance grows with ``N``.
 - UNet layers are ordered as the forward pass runs them (down, mid, up), not as they are registered.
+- SDXL: ErasePro aligns both encoders (each progressively on its own), so the layer axis runs
+  ``T0..`` (``text_encoder``, CLIP-L; its last layer feeds nothing the UNet reads and is never
+  edited), then ``G0..`` (``text_encoder_2``, OpenCLIP-bigG; stage ``text_encoder_2``), then the
+  UNet. The depth notes are written per encoder: the two are parallel chains, not one.
 - UCE edits no text layer: its curves start at the UNet; its "before" and "after" features are the
   same (the text encoder is untouched).
 - On pocket an erasure check follows (:func:`circuits.pocket.report.erasure_report`: erased rate on
@@ -119,11 +123,19 @@ def _unet_order(site: str) -> tuple[int, int, int, int]:
     return (kind, *numbers[:3])  # type: ignore[return-value]
 
 
+#: SDXL's second text encoder's stage in ErasePro's trace; the text stages in the order features flow
+SECOND = "text_encoder_2"
+TEXT_STAGES = ("text", SECOND)
+
+
 def unet_label(site: str) -> str:
     """``unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2`` -> ``up1.0`` (``mid``, ``down0.0``)."""
-    if ".mid_block." in site:
-        match = re.search(r"attentions\.(\d+)", site)
-        return "mid" if match is None or match.group(1) == "0" else f"mid.{match.group(1)}"
+    if ".mid_block." in site:  # SDXL stacks up to 10 transformer blocks in the mid block's attention
+        match = re.search(r"attentions\.(\d+)\.transformer_blocks\.(\d+)", site)
+        if match is None or match.groups() == ("0", "0"):
+            return "mid"
+        attention, transformer = match.groups()
+        return f"mid.{attention}" + (f".{transformer}" if transformer != "0" else "")
     match = re.search(r"(down|up)_blocks\.(\d+)\.attentions\.(\d+)\.transformer_blocks\.(\d+)", site)
     if match is None:
         return site.rsplit(".", 1)[0]
@@ -134,14 +146,17 @@ def unet_label(site: str) -> str:
 def layer_axis(model: Diffusion) -> list[dict[str, Any]]:
     """Every layer an ErasePro or UCE edit can touch, in the order features flow through them."""
     layers = [{"key": f"text.{i}", "stage": "text", "label": f"T{i}"} for i in range(len(model.sites.text_layers()))]
+    if model.is_sdxl:
+        second = model.sites.text_layers("text_encoder_2")
+        layers += [{"key": f"{SECOND}.{i}", "stage": SECOND, "label": f"G{i}"} for i in range(len(second))]
     for site in sorted(model.sites.cross_attention(), key=_unet_order):
         layers.append({"key": f"unet.{site}", "stage": "unet", "label": unet_label(site)})
     return layers
 
 
 def _layer_key(row: dict[str, Any]) -> str:
-    if row["stage"] == "text":
-        return f"text.{row['layer']}"
+    if row["stage"] in TEXT_STAGES:
+        return f"{row['stage']}.{row['layer']}"
     return "unet." + row["param"].rsplit(".", 2)[0]
 
 
@@ -253,9 +268,10 @@ def _image_grid(model: Diffusion, concept: Concept, fitted: dict[str, Erasure], 
     return result.images, prompts
 
 
-def _sequence(layers: list[dict], series: list, fmt: str) -> list[tuple[str, float]]:
-    """(label, value) per text layer the method edits, then the UNet once when every UNet layer shares the value."""
-    text = [(layer["label"], v) for layer, v in zip(layers, series) if layer["stage"] == "text" and v is not None]
+def _sequence(layers: list[dict], series: list, fmt: str, stage: str = "text") -> list[tuple[str, float]]:
+    """(label, value) per layer of one text encoder (``stage``) the method edits, then the UNet once when every
+    UNet layer shares the value."""
+    text = [(layer["label"], v) for layer, v in zip(layers, series) if layer["stage"] == stage and v is not None]
     unet = [(layer["label"], v) for layer, v in zip(layers, series) if layer["stage"] == "unet" and v is not None]
     if unet and len({format(v, fmt) for _, v in unet}) == 1:
         unet = [("UNet", unet[0][1])]
@@ -267,10 +283,41 @@ def _trend(values: list[float]) -> str:
         return "one layer only"
     if all(b <= a for a, b in zip(values, values[1:])):
         return "falls at every step"
+    if all(b >= a for a, b in zip(values, values[1:])):
+        return "rises at every step"
     peak = max(range(len(values)), key=values.__getitem__)
     if peak > 0 and all(b <= a for a, b in zip(values[peak:], values[peak + 1:])):
         return f"rises to layer {peak + 1} of {len(values)}, then falls at every step"
     return "not monotone"
+
+
+def _depth_notes(pro: dict[str, Any], series: dict[str, list], layers: list[dict], stage: str, proj: str,
+                 headline: dict[str, Any], notes: list[str]) -> None:
+    """Fig. 2c (||dW|| with depth) and Fig. 3a (angle, distance with depth) along one encoder's chain to the UNet."""
+    which = "" if stage == "text" else f" ({stage})"
+    text = [(layer["label"], v) for layer, v in zip(layers, series["relative_delta"]) if layer["stage"] == stage
+            and v is not None]  # fmt: skip
+    if text:
+        trend = _trend([v for _, v in text])
+        notes.append(f"{pro['label']}: ||dW||/||W|| of the text {proj}-projections{which}, shallow to deep: "
+                     + ", ".join(f"{label} {v:.2f}" for label, v in text)
+                     + f" ({trend}; Fig. 2c has it falling with depth).")  # fmt: skip
+    angles = _sequence(layers, series["angle_after_deg"], ".4f", stage)
+    distances = _sequence(layers, series["distance_after"], ".4f", stage)
+    if not angles:
+        return
+    headline[f"{pro['label']} angle, first edited layer -> UNet (deg){which}"] = (
+        f"{angles[0][1]:.1f} -> {angles[-1][1]:.1f}")
+    before_unet = _stage_values(layers, series["angle_before_deg"], "unet")
+    unet_part = (f"; at the UNet input the edit brings it from {before_unet[0]:.1f} deg (original model) to "
+                 f"{angles[-1][1]:.1f}" if before_unet else "")  # fmt: skip
+    notes.append(
+        f"{pro['label']}: target-anchor angle of each edited layer's inputs in the edited model{which}: "
+        + ", ".join(f"{label} {v:.1f}" for label, v in angles) + f" deg ({_trend([v for _, v in angles])})"
+        + unet_part + "; distance per token column: "
+        + ", ".join(f"{label} {v:.2f}" for label, v in distances)
+        + f" ({_trend([v for _, v in distances])}). Fig. 3a: both fall with depth."
+    )  # fmt: skip
 
 
 def _summarise(layers: list[dict], methods: dict[str, Any], check: dict[str, Any],
@@ -316,29 +363,8 @@ def _summarise(layers: list[dict], methods: dict[str, Any], check: dict[str, Any
 
     if pro is not None:
         series = pro["per_layer"]
-        # deviation with depth (Fig. 2c)
-        text = [(label, v) for label, v in _sequence(layers, series["relative_delta"], ".3f") if label.startswith("T")]
-        if text:
-            trend = _trend([v for _, v in text])
-            notes.append(f"{pro['label']}: ||dW||/||W|| of the text {proj}-projections, shallow to deep: "
-                         + ", ".join(f"{label} {v:.2f}" for label, v in text)
-                         + f" ({trend}; Fig. 2c has it falling with depth).")  # fmt: skip
-        # angle and distance with depth (Fig. 3a)
-        angles = _sequence(layers, series["angle_after_deg"], ".4f")
-        distances = _sequence(layers, series["distance_after"], ".4f")
-        if angles:
-            headline[f"{pro['label']} angle, first edited layer -> UNet (deg)"] = (
-                f"{angles[0][1]:.1f} -> {angles[-1][1]:.1f}")
-            before_unet = _stage_values(layers, series["angle_before_deg"], "unet")
-            unet_part = (f"; at the UNet input the edit brings it from {before_unet[0]:.1f} deg (original model) to "
-                         f"{angles[-1][1]:.1f}" if before_unet else "")  # fmt: skip
-            notes.append(
-                f"{pro['label']}: target-anchor angle of each edited layer's inputs in the edited model: "
-                + ", ".join(f"{label} {v:.1f}" for label, v in angles) + f" deg ({_trend([v for _, v in angles])})"
-                + unet_part + "; distance per token column: "
-                + ", ".join(f"{label} {v:.2f}" for label, v in distances)
-                + f" ({_trend([v for _, v in distances])}). Fig. 3a: both fall with depth."
-            )  # fmt: skip
+        for stage in dict.fromkeys(layer["stage"] for layer in layers if layer["stage"] in TEXT_STAGES):
+            _depth_notes(pro, series, layers, stage, proj, headline, notes)
     # the UNet burden (Fig. 2d)
     burden = {}
     for entry in methods.values():
