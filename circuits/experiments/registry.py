@@ -228,7 +228,7 @@ def run_experiment(
 ) -> ExperimentResult:
     """Run the experiment ``name`` and return its result (which renders itself in Jupyter).
 
-    ``model``: ``"pocket"`` (default), a diffusers SD1.x/2.x folder, or a loaded ``circuits.Diffusion``.
+    ``model``: ``"pocket"`` (default), a diffusers SD1.x/2.x/SDXL folder, or a loaded ``circuits.Diffusion``.
     ``out``: a folder to write config, metrics, figures (PNG + PDF) and images to. ``fast=True``
     starts from the recipe's seconds-long settings (same code paths, fewer prompts and steps);
     ``overrides`` set config fields by name, e.g. ``steps=10, seeds=(0, 1)``.
