@@ -71,3 +71,20 @@ def test_runs_on_a_tiny_sd_folder(tiny_dir):
     assert result.metrics["original"]["accuracy"] is None  # no oracle off pocket
     assert result.metrics["rows"][0]["accuracy"] is None and result.metrics["rows"][0]["pixel_difference"] >= 0
     assert "depth_sensitivity" in result.figures and not any(k.startswith("accuracy") for k in result.headline)
+
+
+def test_default_deep_sites_resolve_to_the_highest_resolution_and_mid_layers():
+    """'first' / 'last' are the forward pass's first and last cross-attention: on pocket the sites the defaults
+    named before they became model-aware (down_blocks.0, up_blocks.2.attentions.1); a module path holding several
+    layers takes its first, while a bare part matching several stays an error (test above)."""
+    import circuits
+    from circuits.experiments.recipes.depth_sensitivity import DepthSensitivityConfig, resolve_deep_site
+
+    model = circuits.load("pocket")
+    resolved = [resolve_deep_site(model, name) for name in DepthSensitivityConfig().deep_sites]
+    assert resolved == [
+        ("unet.mid_block.attentions.0.transformer_blocks.0.attn2", 1),
+        ("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2", 1),
+        ("unet.up_blocks.2.attentions.1.transformer_blocks.0.attn2", 1),
+    ]
+    assert resolve_deep_site(model, "up_blocks.1") == ("unet.up_blocks.1.attentions.0.transformer_blocks.0.attn2", 2)
