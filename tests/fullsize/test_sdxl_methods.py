@@ -170,3 +170,17 @@ def test_trainable_without_restore_keeps_no_copy_and_leaves_weights_alone(xl_mod
         loss = (named[param] ** 2).sum()
         (grad,) = torch.autograd.grad(loss, [named[param]])
     assert torch.equal(grad, 2 * before) and torch.equal(xl_model.parameter(param), before)
+
+
+def test_trce_stage1_on_sdxl_refines_the_unet_encoder_only(xl_model, model):
+    """TRCE App. F: on SD-XL stage 1 is applied to the UNet encoder (down blocks) only; SD1.x keeps every layer."""
+    erasure = trce.fit(xl_model, CONCEPT, stages=("text",), progress=False)
+    edited = {e.param for e in erasure.as_graph() if isinstance(e, circuits.WeightEdit)}
+    crosses = xl_model.sites.cross_attention()
+    assert edited == {f"{s}.{p}.weight" for s in crosses if ".down_blocks." in s for p in ("to_k", "to_v")}
+    assert any(".up_blocks." in s or ".mid_block." in s for s in crosses)  # something was left out
+    assert erasure.config["stage1_layers"] == "encoder" and any("sdxl()" in n for n in erasure.notes)
+    everywhere = trce.fit(xl_model, CONCEPT, stages=("text",), progress=False, stage1_layers="all")
+    assert len([e for e in everywhere.as_graph() if isinstance(e, circuits.WeightEdit)]) == 2 * len(crosses)
+    sd1 = trce.fit(model, CONCEPT, stages=("text",), progress=False)
+    assert sd1.config["stage1_layers"] == "all" and any("paper()" in n for n in sd1.notes)
