@@ -212,7 +212,7 @@ def saliency(
             densities.append(sum(int(v.sum()) for v in item.values()) / considered)
             yield item
 
-    with trainable(model, params) as named:
+    with trainable(model, params, restore=False) as named:  # gradients only: no weight changes
         mask, curve = intersect(maps(named), on_map=on_map)
     prompts = [traj.prompts[r % len(traj.prompts)] for r in range(traj.rows)]
     seeds = [traj.seeds[r // len(traj.prompts)] for r in range(traj.rows)]

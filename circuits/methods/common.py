@@ -31,12 +31,23 @@ from circuits.sampling.conditioning import TextConditioning, added_conditioning
 C = TypeVar("C")
 
 
+def defaults_name(cls: type, model: Diffusion | None) -> str:
+    """Which constructor gives ``cls``'s defaults for ``model``: ``"pocket"`` on pocket, ``"sdxl"`` on
+    SDXL where the paper states SDXL settings (a ``Config.sdxl()``), else ``"paper"``."""
+    family = getattr(model, "family", None)
+    if family == "pocket":
+        return "pocket"
+    if family == "sdxl" and callable(getattr(cls, "sdxl", None)):
+        return "sdxl"
+    return "paper"
+
+
 def model_defaults(cls: type[C], model: Diffusion | None) -> C:
     """The defaults of a method's ``Config`` for ``model``: ``cls.pocket()`` (settings measured on
-    the pocket model) on pocket, ``cls.paper()`` (the paper's and its authors' code's) everywhere
-    else; a config class without those constructors gives its field defaults."""
-    name = "pocket" if model is not None and model.family == "pocket" else "paper"
-    make = getattr(cls, name, None)
+    the pocket model) on pocket, ``cls.sdxl()`` on SDXL where the paper gives SDXL settings,
+    ``cls.paper()`` (the paper's and its authors' code's) everywhere else; a config class without
+    those constructors gives its field defaults."""
+    make = getattr(cls, defaults_name(cls, model), None)
     return make() if callable(make) else cls()
 
 
@@ -44,7 +55,7 @@ def defaults_note(cls: type, model: Diffusion | None, config: Any) -> str:
     """One line for ``Erasure.notes`` saying which defaults a fit started from."""
     if config is not None:
         return f"config: given explicitly ({cls.__module__}.{cls.__qualname__})"
-    name = "pocket" if model is not None and model.family == "pocket" else "paper"
+    name = defaults_name(cls, model)
     if not callable(getattr(cls, name, None)):
         return "config: the Config field defaults"
     return f"config: {cls.__qualname__}.{name}() defaults (chosen for model family {getattr(model, 'family', '?')!r})"

@@ -53,13 +53,18 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 @contextlib.contextmanager
-def trainable(model: Diffusion, params: Sequence[str]) -> Iterator[dict[str, torch.nn.Parameter]]:
-    """``requires_grad`` on exactly ``params`` (every other parameter frozen) inside the block;
-    weights and flags are restored on exit, exceptions included."""
+def trainable(
+    model: Diffusion, params: Sequence[str], *, restore: bool = True
+) -> Iterator[dict[str, torch.nn.Parameter]]:
+    """``requires_grad`` on exactly ``params`` (every other parameter of every component frozen, SDXL's
+    second text encoder included) inside the block; flags are restored on exit, exceptions included,
+    and so are the weights unless ``restore=False``: a caller that only reads gradients (ANT's saliency
+    over the whole UNet) skips the copy, which would be the size of the UNet (10 GB on SDXL)."""
     named = {name: model.parameter(name) for name in params}
-    everything = [p for m in (model.unet, model.text_encoder, model.vae) for p in m.parameters()]
+    modules = (model.unet, *model.text_encoders.values(), model.vae)
+    everything = [p for m in modules for p in m.parameters()]
     flags = [p.requires_grad for p in everything]
-    originals = {name: p.detach().clone() for name, p in named.items()}
+    originals = {name: p.detach().clone() for name, p in named.items()} if restore else {}
     try:
         for p in everything:
             p.requires_grad_(False)
@@ -69,7 +74,8 @@ def trainable(model: Diffusion, params: Sequence[str]) -> Iterator[dict[str, tor
     finally:
         with torch.no_grad():
             for name, p in named.items():
-                p.copy_(originals[name])
+                if name in originals:
+                    p.copy_(originals[name])
         for p, flag in zip(everything, flags):
             p.requires_grad_(flag)
 

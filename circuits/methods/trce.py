@@ -100,6 +100,9 @@ class Config:
     preservation_positions: Literal["all", "same"] = "all"
     #: cross-attention projections refined
     projections: tuple[str, ...] = ("to_k", "to_v")
+    #: which cross-attention layers stage 1 refines: "all", or "encoder" (the UNet's down blocks only: App. F's
+    #: setting for SDXL, "to reduce computational cost and minimize the impact on model capacity")
+    stage1_layers: Literal["all", "encoder"] = "all"
     #: singular values below rtol * largest count as zero when A A^T is singular
     rtol: float = DEFAULT_RTOL
     #: fit on the synonym prompts too (the paper's concept augmentation; stage 2's malicious prompts too)
@@ -143,6 +146,13 @@ class Config:
         return cls()
 
     @classmethod
+    def sdxl(cls) -> Config:
+        """App. F on SD-XL: stage 1 on the UNet encoder's cross-attention only. Stage 2 keeps Sec. A.3's
+        settings; the paper fine-tunes it with LoRA there, circuits with its usual masked full-weight
+        steps on the same layers (``docs/recipes/trce.md``)."""
+        return cls(stage1_layers="encoder")
+
+    @classmethod
     def pocket(cls) -> Config:
         """The paper's TRCE with the settings measured for the pocket model (docs/recipes/trce.md).
 
@@ -167,6 +177,9 @@ def check(config: Config) -> None:
     if bad or not config.stages or len(set(config.stages)) != len(config.stages):
         raise ConfigError(f"trce.Config.stages={config.stages!r}: give one or both of {STAGES}, each once")
     check_positions(config.positions, "trce.Config")
+    if config.stage1_layers not in ("all", "encoder"):
+        raise ConfigError(f"trce.Config.stage1_layers={config.stage1_layers!r}: give 'all' (every cross-attention) "
+                          "or 'encoder' (the UNet's down blocks, App. F on SDXL)")
     if config.preservation_positions not in PRESERVATION_POSITIONS:
         raise ConfigError(f"trce.Config.preservation_positions={config.preservation_positions!r}: give one of "
                           f"{PRESERVATION_POSITIONS} (every position of each preservation prompt, or those "
@@ -215,8 +228,21 @@ def stage1_columns(
     return inputs, wanted, malicious.shape[1], erase
 
 
+def stage1_params(model: Diffusion, config: Config) -> list[str]:
+    """The K/V weights stage 1 refines: every cross-attention's, or (``stage1_layers="encoder"``) those of the
+    UNet's down blocks."""
+    params = cross_attention_params(model, config.projections)
+    if config.stage1_layers == "encoder":
+        params = [p for p in params if ".down_blocks." in p]
+        if not params:
+            raise ConfigError("trce.Config.stage1_layers='encoder': this UNet has no cross-attention in its down "
+                              "blocks; use stage1_layers='all'")
+    return params
+
+
 def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph, list[dict], list[str]]:
-    """Eq. 5 (normalised) on every cross-attention K/V: the edits, a trace row per projection, and notes."""
+    """Eq. 5 (normalised) on the cross-attention K/V of :func:`stage1_params`: the edits, a trace row per
+    projection, and notes."""
     inputs, wanted, split, weight = stage1_columns(model, concept, config)
     graph, rows, notes = Graph(), [], []
     amap = AnchorMap.fit(inputs, wanted, reg=0.0, rtol=config.rtol)  # one W' = W M for every K/V
@@ -225,7 +251,7 @@ def refine_kv(model: Diffusion, concept: Concept, config: Config) -> tuple[Graph
     erased = LayerFeatures(target, target, anchor, amap)
     preserved = inputs[:, split:]
     kept = LayerFeatures(preserved, preserved, preserved, amap) if preserved.shape[1] else None
-    for number, param in enumerate(cross_attention_params(model, config.projections)):
+    for number, param in enumerate(stage1_params(model, config)):
         weight = model.parameter(param).detach()
         delta = amap.delta(weight)
         graph.append(WeightEdit(param, delta=delta))

@@ -141,3 +141,46 @@ def test_unet_without_added_conditioning_is_a_clear_error(xl_model):
     text = circuits.sampling.encode_text(xl_model, ["a cat"], "cond")
     kwargs = circuits.sampling.added_conditioning(xl_model, text.pooled, 64, 64)
     assert xl_model.unet(latents, 999, encoder_hidden_states=text.embeds, **kwargs).sample.shape == (1, 4, 8, 8)
+
+
+def test_trainable_freezes_the_second_text_encoder_too(xl_model):
+    """Only the named parameters get gradients on SDXL: text_encoder_2 would otherwise keep its flags and
+    build a graph through 700 M parameters at full size."""
+    from circuits.methods.training import trainable
+
+    param = f"{xl_model.sites.cross_attention()[0]}.to_k.weight"
+    for p in xl_model.text_encoder_2.parameters():
+        p.requires_grad_(True)  # as a freshly loaded module has them
+    try:
+        with trainable(xl_model, [param]):
+            assert not any(p.requires_grad for p in xl_model.text_encoder_2.parameters())
+            assert xl_model.parameter(param).requires_grad
+        assert all(p.requires_grad for p in xl_model.text_encoder_2.parameters())  # flags restored
+    finally:
+        for p in xl_model.text_encoder_2.parameters():
+            p.requires_grad_(False)
+
+
+def test_trainable_without_restore_keeps_no_copy_and_leaves_weights_alone(xl_model):
+    from circuits.methods.training import trainable
+
+    param = f"{xl_model.sites.cross_attention()[0]}.to_k.weight"
+    before = xl_model.parameter(param).detach().clone()
+    with trainable(xl_model, [param], restore=False) as named:
+        loss = (named[param] ** 2).sum()
+        (grad,) = torch.autograd.grad(loss, [named[param]])
+    assert torch.equal(grad, 2 * before) and torch.equal(xl_model.parameter(param), before)
+
+
+def test_trce_stage1_on_sdxl_refines_the_unet_encoder_only(xl_model, model):
+    """TRCE App. F: on SD-XL stage 1 is applied to the UNet encoder (down blocks) only; SD1.x keeps every layer."""
+    erasure = trce.fit(xl_model, CONCEPT, stages=("text",), progress=False)
+    edited = {e.param for e in erasure.as_graph() if isinstance(e, circuits.WeightEdit)}
+    crosses = xl_model.sites.cross_attention()
+    assert edited == {f"{s}.{p}.weight" for s in crosses if ".down_blocks." in s for p in ("to_k", "to_v")}
+    assert any(".up_blocks." in s or ".mid_block." in s for s in crosses)  # something was left out
+    assert erasure.config["stage1_layers"] == "encoder" and any("sdxl()" in n for n in erasure.notes)
+    everywhere = trce.fit(xl_model, CONCEPT, stages=("text",), progress=False, stage1_layers="all")
+    assert len([e for e in everywhere.as_graph() if isinstance(e, circuits.WeightEdit)]) == 2 * len(crosses)
+    sd1 = trce.fit(model, CONCEPT, stages=("text",), progress=False)
+    assert sd1.config["stage1_layers"] == "all" and any("paper()" in n for n in sd1.notes)
