@@ -82,6 +82,8 @@ FIT_TEMPLATES = (
 FIT_METHODS = ("UCE", "ErasePro", "TRCE stage 1")
 #: the arms timed in every round, besides the baseline
 ARMS = ("eot_zeroing", "ffn_capture", "acterase", "sweep", "one_by_one")
+#: marks a folder whose build finished (``--folder`` reuses only those)
+BUILT = "bench_fullsize_costs.built"
 _CLEAR_REFS, _STATUS = Path("/proc/self/clear_refs"), Path("/proc/self/status")
 
 
@@ -144,12 +146,14 @@ def _folder(family: str, parent: Path, tiny: bool, out: dict[str, Any]) -> Path:
     from circuits.models.fullsize import build_sd_pipeline
 
     folder = parent / (f"{family}-tiny" if tiny else family)
-    if (folder / "model_index.json").is_file():
+    done = folder / BUILT  # written last: a build killed half-way is built again, never loaded
+    if done.is_file():
         out["build_and_save_s"] = None  # reused
         return folder
     start = time.perf_counter()
     pipe = build_sd_pipeline(family, folder, tiny=tiny)
     out["build_and_save_s"] = time.perf_counter() - start
+    done.write_text(f"built by benchmarks/bench_fullsize_costs.py in {out['build_and_save_s']:.1f} s\n")
     del pipe
     gc.collect()
     return folder

@@ -53,8 +53,10 @@ def test_report_has_every_arm_fit_and_sweep_memory(bench, report):
     assert _positive(row["sweep_vs_one_by_one"])
 
     n = len(row["sweep_variants"])
-    assert n > 1 and list(row["sweep_memory"]) == ["1", str(n)]
-    for entry in (*row["sweep_memory"].values(), row["acterase_fit"]):
+    memory = row["sweep_memory"]
+    assert n > 1 and list(memory) == ["size", "steps", "1", str(n)] and memory["size"] == 128
+    assert _positive(row["rss_model_gb"])
+    for entry in (memory["1"], memory[str(n)], row["acterase_fit"]):
         assert _positive(entry["s"]) and _positive(entry["peak_gb"]) and entry["extra_gb"] >= 0
     assert row["acterase_fit"]["patches"] == row["ffn_sites"]
 
@@ -74,6 +76,17 @@ def test_the_built_folder_is_reused(bench, report, tmp_path_factory):
     record: dict = {}
     bench._folder("sd15", folder, True, record)
     assert record["build_and_save_s"] is None
+
+
+def test_a_half_built_folder_is_built_again(bench, tmp_path):
+    """A build killed after ``model_index.json`` but before the end (no marker) is not loaded as if complete."""
+    half = tmp_path / "sd15-tiny"
+    half.mkdir()
+    (half / "model_index.json").write_text("{}")
+    record: dict = {}
+    folder = bench._folder("sd15", tmp_path, True, record)
+    assert record["build_and_save_s"] is not None and (folder / bench.BUILT).is_file()
+    assert (folder / "unet" / "config.json").is_file()
 
 
 def test_default_size_is_restored_even_when_the_body_raises(bench):
