@@ -12,13 +12,14 @@ process measure, as ratios against plain ``circuits.sample`` timed in the same r
                     ``over_steps="mean"`` (one ``[positions, channels]`` tensor per site, not per step);
 - ``acterase``      sampling under an ActErase patch (``acterase.fit`` once: one prompt pair, 1 DPM step,
                     its paper defaults otherwise; per-step masks on every FFN hidden site);
-- ``sweep``         ``circuits.sampling.sweep`` of ``len(SWEEP)`` variants (plain and three [EoT] probes)
+- ``sweep``         ``circuits.sampling.sweep`` of 4 variants (plain and three [EoT] probes, :func:`sweep_variants`)
                     in one batched call, against ``one_by_one``, the same variants as separate
                     ``circuits.sample`` calls.
 
 Rounds interleave every arm (the order rotated each round), so drift of the shared machine hits all
 alike; a ratio is the median over rounds of (arm / baseline of the same round). After the rounds:
-the sweep's peak memory at ``max_batch=1`` and at ``max_batch=len(SWEEP)``, and each closed-form fit
+the sweep's peak memory at ``max_batch=1`` and at ``max_batch=4`` (at ``--memory-size`` px, default 128, one
+step: at 64 px a row's activations are below what every sampling call allocates), and each closed-form fit
 (UCE, ErasePro, TRCE stage 1; 5 templates x 4 words = 20 target prompts) timed (one warm-up, median of
 ``--fit-repeats``) with its peak memory.
 
@@ -27,6 +28,9 @@ reset (``echo 5 > /proc/self/clear_refs`` sets VmHWM to the current RSS) and VmH
 (``/proc/self/status``). ``peak_gb`` is that high-water mark (the weights included); ``extra_gb`` is it
 minus the RSS just before the call: what the phase itself needed on top of the loaded model. Where
 ``/proc`` cannot be written, the non-resettable ``ru_maxrss`` is recorded and ``memory_method`` says so.
+The weights are memory-mapped (safetensors): the first sample pages them in before any phase is measured, but
+under memory pressure the kernel may drop those pages and a phase that reads them back counts them in its
+``extra_gb``; ``peak_gb`` is then the steadier figure.
 
 **Size.** Images are 64 px and steps few (default 2): the cost is the UNet at full width, not the
 resolution. ActErase's masks are per spatial position and ``acterase.fit`` collects at the model's
@@ -117,11 +121,12 @@ def measure(fn: Callable[[], Any]) -> dict[str, float]:
     except (OSError, RuntimeError):
         before = 0.0
         read_peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # noqa: E731
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = read_peak()
-    return {"s": seconds, "peak_gb": peak, "extra_gb": max(peak - before, 0.0)}
+    # cpu_s: this process's CPU time, less sensitive than wall time to other jobs on a shared machine
+    return {"s": seconds, "cpu_s": cpu, "peak_gb": peak, "extra_gb": max(peak - before, 0.0)}
 
 
 def _median(rows: list[dict[str, float]], key: str) -> float:
@@ -260,6 +265,7 @@ def bench_family(family: str, folder_parent: Path, *, steps: int, size: int, rou
         rows = [measure(fit) for _ in range(fit_repeats)]
         out["fits"][name] = {
             "warmup_s": warm["s"], "s": [r["s"] for r in rows], "median_s": _median(rows, "s"),
+            "median_cpu_s": _median(rows, "cpu_s"),
             "peak_gb": max(r["peak_gb"] for r in rows + [warm]), "extra_gb": max(r["extra_gb"] for r in rows + [warm]),
         }  # fmt: skip
     return out

@@ -64,6 +64,7 @@ def test_report_has_every_arm_fit_and_sweep_memory(bench, report):
     for name, fit in row["fits"].items():
         assert "error" not in fit, (name, fit.get("error"))
         assert _positive(fit["median_s"]) and _positive(fit["warmup_s"]) and _positive(fit["peak_gb"]), name
+        assert _positive(fit["median_cpu_s"]), name
 
 
 def test_the_built_folder_is_reused(bench, report, tmp_path_factory):
