@@ -53,8 +53,10 @@ def render_files(paths: list[str], goal: bool = False) -> int:
         for row in json.loads(Path(path).read_text())["rows"]:
             rows[(row["concept"], row["method"])] = row
     order = {c: i for i, c in enumerate(CONCEPTS)}
+    for concept, _ in rows:  # other concepts after the table's own, in the order the files give them
+        order.setdefault(concept, len(order))
     methods = {m: i for i, m in enumerate(METHODS)}
-    ordered = sorted(rows.values(), key=lambda r: (order.get(r["concept"], 99), methods.get(r["method"], 99)))
+    ordered = sorted(rows.values(), key=lambda r: (order[r["concept"]], methods.get(r["method"], 99)))
     print(render(ordered, goal=goal))
     return 0
 
