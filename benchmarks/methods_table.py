@@ -3,7 +3,7 @@
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py [--samples 4] [--json benchmarks/results_methods_table.json]
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --trace      # per-layer trace of UCE and ErasePro on red
     HF_HUB_OFFLINE=1 python benchmarks/methods_table.py --depth      # ErasePro's depth-sensitivity probe
-    python benchmarks/methods_table.py --render a.json b.json          # one table from saved runs
+    python benchmarks/methods_table.py --render a.json b.json [--goal] # one table from saved runs
 
 For each concept (``red``, ``circle``, ``striped``) and each method, fits the erasure, then samples
 the pocket evaluation sets (prompts naming the concept, its synonyms, the attribute's other
@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 import circuits
-from circuits.analysis.benchmark import markdown_table
+from circuits.analysis.benchmark import GOAL_ERASED, GOAL_PRESERVATION, markdown_table
 from circuits.io import write_json
 from circuits.methods import catalog, erasepro, uce
 from circuits.pocket import concept as pocket_concept
@@ -41,21 +41,23 @@ METHODS = catalog.by_label()
 CONCEPTS = ("red", "circle", "striped")
 
 
-def render(rows: list[dict], header: bool = True) -> str:
-    """The markdown table of result rows (as written to --json)."""
-    return markdown_table(rows, header)
+def render(rows: list[dict], header: bool = True, goal: bool = False) -> str:
+    """The markdown table of result rows (as written to --json); ``goal`` adds the met / missed column."""
+    return markdown_table(rows, header, goal=(GOAL_ERASED, GOAL_PRESERVATION) if goal else None)
 
 
-def render_files(paths: list[str]) -> int:
+def render_files(paths: list[str], goal: bool = False) -> int:
     """Print one table from several --json files (a later file's row replaces an earlier one's)."""
     rows: dict[tuple[str, str], dict] = {}
     for path in paths:
         for row in json.loads(Path(path).read_text())["rows"]:
             rows[(row["concept"], row["method"])] = row
     order = {c: i for i, c in enumerate(CONCEPTS)}
+    for concept, _ in rows:  # other concepts after the table's own, in the order the files give them
+        order.setdefault(concept, len(order))
     methods = {m: i for i, m in enumerate(METHODS)}
-    ordered = sorted(rows.values(), key=lambda r: (order.get(r["concept"], 99), methods.get(r["method"], 99)))
-    print(render(ordered))
+    ordered = sorted(rows.values(), key=lambda r: (order[r["concept"]], methods.get(r["method"], 99)))
+    print(render(ordered, goal=goal))
     return 0
 
 
@@ -72,9 +74,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trace", action="store_true", help="print the per-layer trace of UCE and ErasePro on red")
     parser.add_argument("--depth", action="store_true", help="run ErasePro's depth-sensitivity probe")
     parser.add_argument("--render", nargs="+", metavar="JSON", help="print one table from saved --json files")
+    parser.add_argument("--goal", action="store_true", help="with --render: a column saying which rows meet the goal "
+                        "(erased rate <= 0.2, preservation ratio >= 0.9)")
     args = parser.parse_args(argv)
     if args.render:
-        return render_files(args.render)
+        return render_files(args.render, goal=args.goal)
     torch.set_num_threads(args.threads)
     model = circuits.load("pocket")
     if args.trace:

@@ -219,6 +219,19 @@ def test_methods_table_uses_the_catalog_and_still_renders_saved_runs(capsys):
     assert lines[2].startswith("| red | UCE | 1.00 → **0.03** | 1.00 → **0.03** | 0.12 |")
 
 
+def test_methods_table_renders_the_goal_column(capsys):
+    spec = importlib.util.spec_from_file_location("methods_table", ROOT / "benchmarks" / "methods_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    saved = ROOT / "benchmarks" / "results_conformance_methods_table.json"
+    assert module.main(["--render", str(saved), "--goal"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    rows = json.loads(saved.read_text())["rows"]
+    assert lines[0].endswith("| fit s | goal |") and len(lines) == 2 + len(rows)
+    verdicts = [line.rsplit("|", 2)[-2].strip() for line in lines[2:]]
+    assert verdicts.count("met") == sum(meets_goal(r) for r in rows) and set(verdicts) <= {"met", "missed"}
+
+
 def test_goal_and_markdown_columns():
     row = {"concept": "red", "method": "M", "target_before": 1.0, "target_after": 0.2, "synonyms_before": 1.0,
            "synonyms_after": 0.25, "unnamed_rate": 0.1, "kept_before": 0.9, "kept_after": 0.9,
