@@ -7,8 +7,9 @@ prompt sets, the oracle and pixel measures, and the config checks the experiment
 
 Decisions shared by the three:
 
-- ``tau=None`` is App. A.3's value per concept (0.02 for pocket's textures, the "styles"; 0.01
-  otherwise), as :mod:`circuits.methods.catalog` fits ActErase.
+- ``tau=None`` is the model's ActErase default (``acterase.Config.paper()`` / ``.pocket()``: 0.01 for
+  every concept, pocket's textures included), as :mod:`circuits.methods.catalog` fits ActErase; App.
+  A.3's 0.02 for styles is ``acterase.style()``, a choice the user makes.
 - Collection keeps App. A.3's 30 steps and CFG 7.5 (a 24-pair concept collects in ~10 s on one
   pocket thread); evaluation samples 25 steps.
 - Oracle numbers only exist on pocket. Off pocket the experiments that sample report pixel change

@@ -17,10 +17,11 @@ Decisions:
 
 - **Default methods**: UCE, UCE + preservation, ErasePro, TRCE stage 1 and ActErase (FFN), on
   ``red`` (a colour, with synonyms) and ``circle`` (a shape), 8 prompts per set x 2 seeds, 25 steps:
-  99 s of CPU time on one thread (so about 100 s or less on 2 idle cores), most of it sampling
-  (512 images: per method 48 on red, 32 on circle, plus the baselines) and ActErase's 30-step
-  collections (19 s + 10 s). TRCE stage 1 + 2 (``"trce"``, ~70 s of fine-tune per concept) and ANT
-  (``"ant"``, 2000 fine-tune steps, ~4 min) do not fit the 120 s budget; add them by name
+  about 100 s of CPU time on one thread (99 s idle before the conformance pass, 106 s at load 5-8
+  after it), most of it sampling (512 images: per method 48 on red, 32 on circle, plus the baselines)
+  and ActErase's 30-step collections. TRCE stage 1 + 2 (``"trce"``, 2-3 min of fine-tune per concept
+  at load 5-8) and ANT (``"ant"``, 2000 fine-tune steps, 7-15 min at that load) do not fit the 120 s
+  budget; add them by name
   (``methods=(..., "trce", "ant")``), as any method of :func:`circuits.methods.catalog.register`.
 - **Batching**: the baseline's four sets are one sweep, each method's three sets another (one
   sampling call up to ``max_batch`` images). Methods that edit weights cannot share a batch with
