@@ -1,10 +1,10 @@
 """Atomic file output: write to a temporary file in the same folder, then rename over the target.
 
 A crash or interrupt mid-write leaves the old file (or nothing), never half a file. A writer killed
-outright (SIGKILL, out of memory) cannot delete its temporary file; temporary names carry the host and
-process id, so :func:`remove_stale_temporaries` (run when ``generate`` and the experiments start writing
-into a folder) removes those whose process is gone, and never one that a live writer, or a writer on
-another host sharing the folder, still owns.
+outright (SIGKILL, out of memory) cannot delete its temporary file; temporary names carry the host, the
+pid namespace and the process id, so :func:`remove_stale_temporaries` (run when ``generate`` starts
+writing into its folder) removes those whose process is gone, and never one that a live writer, a writer
+on another host or in another container sharing the folder still owns. Off Linux/POSIX nothing is swept.
 """
 
 from __future__ import annotations
@@ -48,8 +48,14 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)~(?P<pid>[0-9]+)\.[^.]+\.tmp$")
 
 
+@functools.cache
 def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+    """The host name, plus the pid namespace where there is one: containers that share a host name
+    (``--network host``) number their processes independently, so a pid alone names no process."""
+    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+    with contextlib.suppress(OSError):
+        host += f"_ns{os.stat('/proc/self/ns/pid').st_ino}"
+    return host
 
 
 def _owner() -> str:
@@ -57,11 +63,14 @@ def _owner() -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` (of this host and pid namespace) still runs; True when that cannot be told."""
+    if os.name != "posix":  # Windows: signal 0 would be a console Ctrl+C, so never sweep there
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # it exists, owned by someone else
+    except OSError:  # it exists, owned by someone else (PermissionError), or the probe failed
         return True
     return True
 
@@ -78,9 +87,14 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], *, recursive: bool 
         match = _TEMP_NAME.match(path.name)
         if match is None or match["host"] != host or _alive(int(match["pid"])):
             continue
-        with contextlib.suppress(FileNotFoundError):  # another sweep got there first
+        try:
             path.unlink()
-            removed.append(path)
+        except FileNotFoundError:  # another sweep got there first
+            continue
+        except OSError as error:
+            raise OutputError(f"{str(path)!r} (a temporary file a killed run left) cannot be removed: "
+                              f"{error.strerror or type(error).__name__}; remove it by hand") from None  # fmt: skip
+        removed.append(path)
     return removed
 
 

@@ -83,3 +83,13 @@ def test_atomic_write_names_its_temporary_with_host_and_pid(tmp_path, monkeypatc
     monkeypatch.setattr(io.os, "replace", spy)
     io.atomic_write(tmp_path / "a.png", lambda f: f.write(b"x"))
     assert io._TEMP_NAME.match(seen[0]) and f"~{os.getpid()}." in seen[0]
+
+
+def test_no_sweep_where_process_ids_cannot_be_probed(tmp_path, monkeypatch):
+    """Off POSIX ``os.kill(pid, 0)`` is no probe (on Windows it sends a console Ctrl+C): keep every file."""
+    from circuits import io
+
+    stale = tmp_path / f".a.png.{io._host()}~999999999.abc123de.tmp"
+    stale.write_bytes(b"partial")
+    monkeypatch.setattr(io.os, "name", "nt")
+    assert io.remove_stale_temporaries(tmp_path) == [] and stale.exists()

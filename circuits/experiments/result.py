@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from circuits.errors import OutputExistsError
 from circuits.experiments.display import result_html
 from circuits.experiments.overrides import config_from_json, config_to_json
-from circuits.io import atomic_write, check_writable, remove_stale_temporaries, save_image, write_json
+from circuits.io import atomic_write, check_writable, save_image, write_json
 
 
 class Drawn(Protocol):
@@ -170,7 +170,6 @@ def check_destination(folder: str | os.PathLike[str]) -> Path:
     (:class:`~circuits.errors.OutputError`), or it exists and holds something other than an experiment
     output, which :meth:`ExperimentResult.save` refuses to replace (:class:`~circuits.errors.OutputExistsError`)."""
     folder = Path(folder)
-    remove_stale_temporaries(folder)  # a killed earlier save's leftovers are neither output nor foreign
     _refuse_foreign(folder)
     return check_writable(folder)
 

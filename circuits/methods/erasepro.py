@@ -73,6 +73,7 @@ from circuits.methods.features import Positions, align, check_positions, gather_
 from circuits.methods.linalg import DEFAULT_RTOL, AnchorMap
 from circuits.models.diffusion import Diffusion
 from circuits.sites.replay import record_calls
+from circuits.tokens import layout
 
 TEXT_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
 
@@ -294,8 +295,22 @@ def fit(model: Diffusion, concept: Concept | str, config: Config | None = None, 
         notes.append(f"SDXL: text_encoder's last layer ({first[-1]}) is not edited: the UNet reads both encoders' "
                      "penultimate hidden states, so its output feeds nothing; text_encoder_2's last layer is (it "
                      "feeds the pooled embedding); the UNet K/V are solved on the edited 2048-wide context")
+        notes.extend(_tokenizer_disagreements(model, concept, config))
     method = "erasepro" if config.propagate == "updated" else "erasepro-alg2"
     return Erasure(method, concept, config_dict(config), graph, rows, notes=notes, seconds=seconds)
+
+
+def _tokenizer_disagreements(model: Diffusion, concept: Concept, config: Config) -> list[str]:
+    """SDXL: prompts whose [EoT] the two tokenizers put at different positions (each '!' is its own pad token
+    in the second), so the UNet columns, taken at the first tokenizer's positions, meet shifted tokens of the
+    second encoder there. Each encoder's own layers use its own positions and are unaffected."""
+    prompts = dict.fromkeys(p for pair in concept.pairs(synonyms=config.synonyms) for p in (pair.target, pair.anchor))
+    shifted = [p for p in prompts if layout(model.tokenizer, p).first_eot != layout(model.tokenizer_2, p).first_eot]
+    if not shifted:
+        return []
+    return [f"SDXL: the two tokenizers place the [EoT] differently in {len(shifted)} prompt(s) (a '!' is a pad token "
+            f"for tokenizer_2), e.g. {shifted[0]!r}: the UNet K/V columns follow tokenizer's positions, where the "
+            "second encoder's half of the context is shifted; drop the '!' to align them"]
 
 
 def depth_probe(model: Diffusion, alpha: float = 0.2, deep_site: str | None = None) -> dict[str, Graph]:

@@ -148,8 +148,8 @@ class Config:
     @classmethod
     def sdxl(cls) -> Config:
         """App. F on SD-XL: stage 1 on the UNet encoder's cross-attention only. Stage 2 keeps Sec. A.3's
-        settings; the paper fine-tunes it with LoRA there, circuits with its usual masked full-weight
-        steps on the same layers (``docs/recipes/trce.md``)."""
+        settings; the paper fine-tunes it with LoRA there, circuits with its usual full-weight steps on
+        the same layers (``docs/recipes/trce.md``)."""
         return cls(stage1_layers="encoder")
 
     @classmethod
@@ -235,8 +235,8 @@ def stage1_params(model: Diffusion, config: Config) -> list[str]:
     if config.stage1_layers == "encoder":
         params = [p for p in params if ".down_blocks." in p]
         if not params:
-            raise ConfigError("trce.Config.stage1_layers='encoder': this UNet has no cross-attention in its down "
-                              "blocks; use stage1_layers='all'")
+            raise ConfigError("trce.Config.stage1_layers='encoder' (the SDXL default, Config.sdxl()): this UNet has "
+                              "no cross-attention in its down blocks; use stage1_layers='all'")
     return params
 
 

@@ -184,3 +184,15 @@ def test_trce_stage1_on_sdxl_refines_the_unet_encoder_only(xl_model, model):
     assert len([e for e in everywhere.as_graph() if isinstance(e, circuits.WeightEdit)]) == 2 * len(crosses)
     sd1 = trce.fit(model, CONCEPT, stages=("text",), progress=False)
     assert sd1.config["stage1_layers"] == "all" and any("paper()" in n for n in sd1.notes)
+
+
+def test_erasepro_notes_prompts_whose_eot_the_two_tokenizers_place_apart(xl_model, erasepro_fit):
+    """'!' is tokenizer_2's pad token: the UNet columns then meet the second encoder's shifted tokens, which
+    the saved Erasure must say (the warning alone is gone once a notebook cell has run)."""
+    from circuits.sampling.conditioning import TokenMismatchWarning
+
+    shouting = Concept("cat", anchor="dog", templates=("a photo of a {} !!!",), preservation=("a red circle",))
+    with pytest.warns(TokenMismatchWarning):
+        erasure = erasepro.fit(xl_model, shouting)
+    assert any("place the [EoT] differently" in n and "!!!" in n for n in erasure.notes)
+    assert not any("place the [EoT] differently" in n for n in erasepro_fit.notes)
