@@ -48,6 +48,11 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.(?P<host>[A-Za-z0-9_]+)~(?P<pid>[0-9]+)\.[^.]+\.tmp$")
 
 
+#: ``os.kill(pid, 0)`` probes a process only on POSIX (on Windows signal 0 is a console Ctrl+C): elsewhere
+#: every temporary counts as live, and nothing is swept
+_PROBES_PIDS = os.name == "posix"
+
+
 @functools.cache
 def _host() -> str:
     """The host name, plus the pid namespace where there is one: containers that share a host name
@@ -64,7 +69,7 @@ def _owner() -> str:
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` (of this host and pid namespace) still runs; True when that cannot be told."""
-    if os.name != "posix":  # Windows: signal 0 would be a console Ctrl+C, so never sweep there
+    if not _PROBES_PIDS:
         return True
     try:
         os.kill(pid, 0)

@@ -91,5 +91,5 @@ def test_no_sweep_where_process_ids_cannot_be_probed(tmp_path, monkeypatch):
 
     stale = tmp_path / f".a.png.{io._host()}~999999999.abc123de.tmp"
     stale.write_bytes(b"partial")
-    monkeypatch.setattr(io.os, "name", "nt")
+    monkeypatch.setattr(io, "_PROBES_PIDS", False)
     assert io.remove_stale_temporaries(tmp_path) == [] and stale.exists()
