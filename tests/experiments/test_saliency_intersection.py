@@ -89,6 +89,16 @@ def test_authors_threshold_is_a_named_option(model) -> None:
     assert entry["densities"][0] == pytest.approx(0.5, abs=0.01)  # floor(size / 2) of each tensor
 
 
+def test_params_restrict_the_maps_to_those_parameters(model) -> None:
+    """``params`` (ANT's globs) bounds what a map covers, and so its gradient's memory (SDXL at full size)."""
+    result = run_experiment("saliency_intersection", model=model, fast=True, concepts=("cat",), maps=2,
+                            params=("unet.*.attn2.*",), progress=False)  # fmt: skip
+    (entry,) = result.metrics["concepts"]
+    attn2 = ant.parameter_names(model, ("unet.*.attn2.*",))
+    assert entry["considered"] == sum(model.parameter(n).numel() for n in attn2)
+    assert entry["tensors"] == len(attn2) and result.metrics["ant_config"]["params"] == ["unet.*.attn2.*"]
+
+
 def test_parts_name_every_unet_parameter(model) -> None:
     names = [f"unet.{n}" for n, _ in model.unet.named_parameters()]
     assert {block_of(n) for n in names} <= set(BLOCKS) and {kind_of(n) for n in names} <= set(KINDS)

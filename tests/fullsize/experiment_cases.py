@@ -74,9 +74,10 @@ def expect_refusal(name: str, model: Any) -> None:
         run_experiment(name, model=model, fast=True, progress=False)
 
 
-def run_case(name: str, model: Any, out: Path | None) -> ExperimentResult:
-    """Run ``name`` at its smallest off-pocket settings (into ``out`` if given) and check what it produced."""
-    result = run_experiment(name, model=model, fast=True, progress=False, out=out, **settings(name))
+def run_case(name: str, model: Any, out: Path | None, **extra: Any) -> ExperimentResult:
+    """Run ``name`` at its smallest off-pocket settings (and ``extra``; into ``out`` if given) and check what it
+    produced."""
+    result = run_experiment(name, model=model, fast=True, progress=False, out=out, **{**settings(name), **extra})
     check_outputs(result, out)
     return result
 

@@ -93,13 +93,17 @@ class SaliencyIntersectionConfig:
     sample_guidance: float | None = None
     #: (t1, t2) pairs averaged in one map (Eq. 4: one)
     saliency_draws: int | None = None
+    #: UNet parameters the maps cover, as ANT's ``params`` globs (None: ANT's, every UNet parameter). The
+    #: gradient of a map is as large as what it covers: the whole SDXL UNet needs 10 GB more in float32, the
+    #: cross-attention alone (``("unet.*.attn2.*",)``) a fraction of that
+    params: tuple[str, ...] | None = None
 
 
 #: experiment field -> ant.Config field
 FIELDS = {"maps": "maps", "prompts": "saliency_prompts", "synonyms": "synonyms", "first_seed": "saliency_seed",
           "t_prime": "t_prime", "threshold": "threshold", "gamma": "gamma", "gamma_density": "gamma_density",
           "fraction": "fraction", "sample_steps": "sample_steps", "sample_guidance": "sample_guidance",
-          "saliency_draws": "saliency_draws"}  # fmt: skip
+          "saliency_draws": "saliency_draws", "params": "params"}  # fmt: skip
 
 
 def ant_config(model: Diffusion, config: SaliencyIntersectionConfig) -> ant.Config:
