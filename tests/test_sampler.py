@@ -114,3 +114,14 @@ def test_runner_helpers_are_public(model, prompts):
         assert circuits.current_context() is ctx is published
     assert circuits.current_context() is None
     assert decode(model, torch.zeros(1, 4, 8, 8))[0].size == (16, 16)
+
+
+def test_unconditional_guidance_follows_the_unconditional_branch_alone(model):
+    """``Unconditional()`` (TRCE's null trajectories on SDXL) samples what the negative prompt alone gives."""
+    from circuits.sampling import Unconditional
+
+    ours = circuits.sample(model, ["a red circle"], seed=3, steps=3, guidance=Unconditional(), record=True,
+                           progress=False)  # fmt: skip
+    null = circuits.sample(model, [""], seed=3, steps=3, guidance_scale=1.0, progress=False)
+    assert torch.allclose(ours.latents, null.latents, atol=1e-5)
+    assert not torch.allclose(ours.trajectory.noise_cond[0], ours.trajectory.noise_uncond[0])  # both ran

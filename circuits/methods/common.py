@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -155,19 +154,6 @@ def unet_eps(
     factor = model.vae_scale_factor
     extra = added_conditioning(model, text.pooled, latents.shape[-2] * factor, latents.shape[-1] * factor)
     return model.unet(latents, timesteps, encoder_hidden_states=text.embeds, return_dict=False, **extra)[0]
-
-
-@dataclass(frozen=True)
-class Unconditional:
-    """Guidance that follows the unconditional branch alone (``eps_uncond``, bitwise): how a null trajectory
-    is sampled where the null text is no prompt the conditional branch could encode (SDXL's zero context)."""
-
-    @property
-    def uses_uncond(self) -> bool:
-        return True
-
-    def combine(self, eps_uncond: Tensor, eps_cond: Tensor, timestep: float) -> Tensor:
-        return eps_uncond
 
 
 def cross_attention_params(model: Diffusion, projections: Sequence[str]) -> list[str]:

@@ -46,7 +46,7 @@ Decisions the paper leaves open, with the choice made here:
   checkpoint's default) a zero context and a zero pooled embedding, which is what SDXL's unconditional
   branch is in ``StableDiffusionXLPipeline``, not the encoding of ``""``. Null
   trajectories then cannot be the conditional branch on ``""``: on SDXL they are sampled following the
-  unconditional branch alone (:class:`~circuits.methods.common.Unconditional`: every UNet call also runs
+  unconditional branch alone (:class:`~circuits.sampling.guidance.Unconditional`: every UNet call also runs
   a wasted conditional row, so null trajectories cost twice as much there), and Eq. 9's reference is the
   recorded unconditional prediction. Every UNet call passes SDXL's pooled embedding and time ids
   (:func:`~circuits.methods.common.unet_eps`).
@@ -71,7 +71,6 @@ from circuits.interventions.runtime import intervene
 from circuits.interventions.weight_edit import WeightEdit
 from circuits.methods.common import (
     ConfigError,
-    Unconditional,
     config_dict,
     null_conditioning,
     repeat,
@@ -83,7 +82,7 @@ from circuits.methods.common import (
 from circuits.methods.concept import Concept
 from circuits.methods.training import finetune, step_generator
 from circuits.models.diffusion import Diffusion
-from circuits.sampling import CFG, sample
+from circuits.sampling import CFG, Unconditional, sample
 from circuits.sampling.conditioning import TextConditioning
 
 

@@ -8,13 +8,13 @@ helpers ``sample`` uses, so their text embeddings, schedules, decoding and step 
 
 from circuits.context import StepContext, publish_context
 from circuits.sampling.conditioning import TextConditioning, added_conditioning, encode_text
-from circuits.sampling.guidance import CFG, ReversedCFG, Rowwise
+from circuits.sampling.guidance import CFG, ReversedCFG, Rowwise, Unconditional
 from circuits.sampling.result import SampleResult, Trajectory
 from circuits.sampling.sampler import SCHEDULERS, decode, encode_prompts, make_scheduler, sample
 from circuits.sampling.sweep import SweepResult, Variant, sweep
 
 __all__ = [
     "CFG", "SCHEDULERS", "ReversedCFG", "Rowwise", "SampleResult", "StepContext", "SweepResult", "TextConditioning",
-    "Trajectory", "Variant", "added_conditioning", "decode", "encode_prompts", "encode_text", "make_scheduler",
-    "publish_context", "sample", "sweep",
+    "Trajectory", "Unconditional", "Variant", "added_conditioning", "decode", "encode_prompts", "encode_text",
+    "make_scheduler", "publish_context", "sample", "sweep",
 ]

@@ -1,6 +1,7 @@
 """Guidance strategies: how the sampler combines the unconditional and conditional predictions.
 
-``CFG(s)`` is classifier-free guidance, ``eps_u + s * (eps_c - eps_u)``. ``ReversedCFG(s, t_prime)``
+``CFG(s)`` is classifier-free guidance, ``eps_u + s * (eps_c - eps_u)``; ``Unconditional()`` follows the
+unconditional branch alone. ``ReversedCFG(s, t_prime)``
 is ANT's Eq. 1: the condition direction ``delta = eps_c - eps_u`` flips sign for timesteps
 ``t <= t_prime`` (mid-to-late steps), ``eps_u + s * sgn(t - t') * delta`` with sgn = -1 at t <= t'.
 Both are data (dataclasses) so experiments can record them.
@@ -58,6 +59,19 @@ class ReversedCFG(CFG):
 
     def direction_sign(self, timestep: float) -> float:
         return -1.0 if float(timestep) <= self.t_prime else 1.0
+
+
+@dataclass(frozen=True)
+class Unconditional:
+    """The unconditional branch alone (``eps_uncond``, bitwise): how a null trajectory is sampled where the
+    null text is no prompt the conditional branch could encode (SDXL's zero context; TRCE stage 2)."""
+
+    @property
+    def uses_uncond(self) -> bool:
+        return True
+
+    def combine(self, eps_uncond: Eps, eps_cond: Eps, timestep: float) -> Eps:
+        return eps_uncond
 
 
 @dataclass(frozen=True)
