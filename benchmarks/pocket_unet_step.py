@@ -4,7 +4,7 @@
 
 A fresh UNet of pocket's configuration (``circuits.pocket.train_common.UNET_CONFIG``) with only its
 ``sample_size`` changed, a frozen text encoder's forward, eps-prediction loss, AdamW step; the mean of
-``--steps`` steps after one warm-up step. Used to choose pocket v2's resolution (MODEL_CARD_v2.md).
+``--steps`` steps after one warm-up step. Used to choose pocket v2's resolution (MODEL_CARD.md).
 """
 
 from __future__ import annotations

@@ -202,6 +202,10 @@ GRID_PROMPTS = (
     "a solid yellow cross on a black background",  # held out
     "a striped orange square",  # held out
     "a dotted purple circle on a white background",  # held out
+    "a dax",  # implicit noun: a red circle
+    "a striped wug on a white background",  # implicit noun: a blue square
+    "a red circle to the left of a blue square",  # two objects, a spatial word
+    "a yellow cross above a green triangle on a black background",
 )
 
 
@@ -209,7 +213,7 @@ def write_grid(pipe, path: str | Path = "docs/pocket_grid.png", prompts=GRID_PRO
                n_seeds: int = 8, scale: int = 2) -> Path:  # fmt: skip
     """Prompt-by-seed grid (rows: prompts, columns: seeds 0..n-1), prompt text on the left."""
     cell = 32 * scale
-    label_w = 300
+    label_w = 380  # room for the longest prompt in the default bitmap font
     ps = [p for p in prompts for _ in range(n_seeds)]
     ss = [s for _ in prompts for s in range(n_seeds)]
     imgs = sample(pipe, ps, ss)

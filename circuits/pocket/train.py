@@ -1,13 +1,14 @@
 """Train pocket v2: a tiny, real ``StableDiffusionPipeline`` whose text encoder is trained as CLIP.
 
-Usage (the run of ``MODEL_CARD_v2.md``; ``runs/`` is git-ignored)::
+Usage: the shipped run is in ``MODEL_CARD.md`` (``runs/`` is git-ignored). In short, with v1's VAE
+checked out (``git worktree add /tmp/pocket-v1 bd28389``)::
 
-    mkdir -p runs/v2
-    nohup env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python -m circuits.pocket.train --out runs/v2 \\
-        --phase all --vae-from circuits/pocket/pipeline --vae-finetune-steps 0 > runs/v2/train.log 2>&1 &
+    python -m circuits.pocket.train --out runs/v2l --phase all --n-train 24000 \\
+        --vae-from /tmp/pocket-v1/circuits/pocket/pipeline --vae-finetune-steps 600 \\
+        --unet-steps 5000 --unet-batch 64 --pipeline-out circuits/pocket/pipeline
 
-The defaults are that run's sizes (12,000 renders, 1,000 contrastive steps at batch 128, 1,500 UNet
-steps at batch 32), chosen to fit about an hour on a shared 2-core machine.
+The defaults are the sizes of the ablation's short runs (12,000 renders, 1,000 contrastive steps at
+batch 128, 1,500 UNet steps at batch 32; those runs also passed ``--vae-finetune-steps 0``).
 
 Phases (``--phase all`` runs them in order; each runs alone too, and ``--resume`` continues one
 from its last checkpoint):

@@ -32,7 +32,7 @@ log = logging.getLogger("circuits.pocket.train")
 
 # ----------------------------------------------------------------------------- model configs
 
-#: training image side in pixels (32: measured choice, see MODEL_CARD_v2.md)
+#: training image side in pixels (32: measured choice, see MODEL_CARD.md)
 IMAGE_SIZE = 32
 
 VAE_CONFIG: dict[str, Any] = dict(

@@ -3,9 +3,10 @@
 One fast check per closed-form method (4 target and 4 preservation prompts x 2 images, 12 steps:
 ~20 s on one core), read by the pocket oracle (:func:`circuits.pocket.report.erasure_report`). The
 bounds are the measured values with one image of margin (one image is 0.125 of the target set): a
-fit that does nothing keeps the target rate near its 0.88 before, and one that wrecks the model
-fails the preservation bound. Measured (``tests/methods/test_pocket_erasure.py`` settings, striped):
-UCE 0.88 -> 0.12, preservation ratio 1.00; ErasePro 0.88 -> see ``BOUNDS``.
+fit that does nothing keeps the target rate near its 0.62 before, and one that wrecks the model
+fails the preservation bound. Measured on pocket v2 (these settings, striped; v2 draws striped in 0.62 of
+these images unedited, v1 in 0.88): UCE 0.62 -> 0.12, preservation ratio 1.00; ErasePro 0.62 -> 0.12, ratio
+0.45 (the weakest preservation of the closed forms on v2, as ``docs/methods.md`` measures at full size).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def test_default_fit_erases_striped_and_keeps_the_rest(pocket, method: str) -> N
     erasure = fit(pocket, concept)
     assert any("pocket()" in note for note in erasure.notes), erasure.notes  # pocket's defaults were used
     summary = erasure_report(pocket, concept, erasure, sets=sets, samples=2, steps=12).summary()
-    assert summary["target_before"] >= 0.75, summary  # the unedited model draws it
+    assert summary["target_before"] >= 0.5, summary  # the unedited model draws it (v2: 0.62)
     assert summary["target_after"] <= most_erased, summary
     assert summary["preservation_ratio"] >= least_kept, summary
 

@@ -154,9 +154,9 @@ def test_model_aware_defaults(model) -> None:
 
 def test_pocket_defaults_and_stage1_erases_red_and_keeps_the_rest() -> None:
     """On pocket, ``fit`` with no config starts from ``Config.pocket()``; stage 1 lowers red's rate and the
-    other colours survive. Measured (2 images per prompt, seed 0): red 1.00 -> 0.56, preservation ratio 0.94
-    (0.99 with 4 images); the fit before App. C.1's normalisation and the all-position preservation term kept
-    0.69 of the preservation (4 images), which the 0.85 bound catches."""
+    other colours survive. Measured on pocket v2 (2 images per prompt, seed 0): red 1.00 -> 0.12, preservation
+    ratio 0.92 (v1: 0.56 and 0.94); on v1 the fit before App. C.1's normalisation and the all-position
+    preservation term kept 0.69 of the preservation (4 images), which the 0.85 bound catches."""
     from circuits.pocket.report import erasure_report
 
     model = circuits.load("pocket")
