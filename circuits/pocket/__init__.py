@@ -8,7 +8,8 @@
   background from images (fitted by :mod:`~circuits.pocket.oracle_fit`).
 * :mod:`circuits.pocket.following` - how an image follows its prompt: named and implied attributes,
   colour-shape binding, the spatial word.
-* :mod:`circuits.pocket.train` - reproducible training script (VAE, then UNet + text encoder).
+* :mod:`circuits.pocket.train` - reproducible training script (VAE, contrastive text encoder, then the UNet
+  on the frozen encoder, as in SD).
 * :mod:`circuits.pocket.evaluate` - prompt following on held-out prompts, synonym gap, speed, grid.
 * :mod:`circuits.pocket.concepts` - ``concept("red")``: erasure concepts with templates and preservation prompts.
 

@@ -95,3 +95,25 @@ def test_runs_on_a_folder_without_the_oracle(model) -> None:
 def test_bad_settings_are_named(model, overrides, match) -> None:
     with pytest.raises((ConfigError, ValueError), match=match):
         run_experiment("cfg_reversal", model=model, fast=True, progress=False, **overrides)
+
+
+def _row(t_prime: float, steps: int, shape: float, colour: float, texture: float) -> dict:
+    return {"t_prime": t_prime, "reversed_steps": steps, "latent_cosine": 0.9, "pixel_difference": 10.0,
+            "box_iou": 0.5, "centre_shift": 1.0, "changed_background": 0.0, "kept_shape": shape,
+            "kept_colour": colour, "kept_texture": texture, "kept_attributes": (colour + texture) / 2}  # fmt: skip
+
+
+def test_the_widest_gap_is_read_only_where_the_layout_is_kept() -> None:
+    """At a t' that redraws the scene, shapes match the plain image by chance: a gap there is not ANT's
+    "layout kept, attributes changed", so the summary picks among t' that keep at least half the shapes."""
+    from circuits.experiments.recipes.cfg_reversal import summarise
+
+    plain = {"matches_colour": 1.0, "matches_shape": 1.0, "matches_texture": 1.0}
+    rows = [_row(100, 5, 0.75, 0.9, 0.5), _row(300, 15, 0.46, 0.5, 0.5), _row(860, 43, 0.33, 0.0, 0.1)]
+    metrics = {"plain": plain, "rows": rows, "steps": 50, "oracle": True, "images_per_variant": 24}
+    headline, _ = summarise(metrics)
+    assert headline["t' with the widest layout-attribute gap"] == 100  # not 860, whose raw gap (+0.28) is wider
+    rows = [_row(600, 30, 0.40, 0.1, 0.1), _row(860, 43, 0.33, 0.0, 0.1)]
+    headline, notes = summarise({**metrics, "rows": rows})
+    assert "t' with the widest layout-attribute gap" not in headline
+    assert any(note.startswith("No t' keeps the layout") for note in notes), notes

@@ -154,7 +154,15 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if not reversing:
         notes.append("No t' reverses any step of this schedule, so every image equals its plain one.")
         return headline, notes
-    best = max(reversing, key=lambda r: (r["kept_shape"] - r["kept_attributes"], -r["t_prime"]))
+    # the gap only means "layout kept, attributes changed" where the layout is kept: at least half the shapes
+    # (the same line as "the layout goes" below); at a t' that redraws everything, shapes can match by chance
+    keeping = [r for r in reversing if r["kept_shape"] >= 0.5]
+    if not keeping:
+        lowest = max(reversing, key=lambda r: r["kept_shape"])
+        notes.append(f"No t' keeps the layout: at best {at(lowest)} keeps shapes in {lowest['kept_shape']:.2f} of "
+                     "the images, so no t' here changes the attributes while keeping the layout (ANT Fig. 3).")  # fmt: skip
+        return headline, notes
+    best = max(keeping, key=lambda r: (r["kept_shape"] - r["kept_attributes"], -r["t_prime"]))
     gap = best["kept_shape"] - best["kept_attributes"]
     headline["t' with the widest layout-attribute gap"] = best["t_prime"]
     headline["shape kept there"] = best["kept_shape"]
@@ -162,7 +170,8 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     headline["texture kept there"] = best["kept_texture"]
     headline["bounding-box IoU there"] = best["box_iou"]
     notes.append(
-        f"The widest gap between layout kept and attributes kept is at {at(best)}: shapes kept in "
+        f"Among the t' that keep the layout (at least half the shapes), the widest gap between layout kept and "
+        f"attributes kept is at {at(best)}: shapes kept in "
         f"{best['kept_shape']:.2f} of the images, colours in {best['kept_colour']:.2f}, textures in "
         f"{best['kept_texture']:.2f} (gap {gap:+.2f}); bounding-box IoU with the plain image "
         f"{best['box_iou']:.2f}, latent cosine {best['latent_cosine']:.2f}."
