@@ -158,9 +158,11 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     # (the same line as "the layout goes" below); at a t' that redraws everything, shapes can match by chance
     keeping = [r for r in reversing if r["kept_shape"] >= 0.5]
     if not keeping:
-        lowest = max(reversing, key=lambda r: r["kept_shape"])
-        notes.append(f"No t' keeps the layout: at best {at(lowest)} keeps shapes in {lowest['kept_shape']:.2f} of "
-                     "the images, so no t' here changes the attributes while keeping the layout (ANT Fig. 3).")  # fmt: skip
+        most = max(reversing, key=lambda r: r["kept_shape"])
+        notes.append(
+            f"No t' keeps the layout: at best {at(most)} keeps shapes in {most['kept_shape']:.2f} of the images, "
+            "so no t' here changes the attributes while keeping the layout (ANT Fig. 3)."
+        )
         return headline, notes
     best = max(keeping, key=lambda r: (r["kept_shape"] - r["kept_attributes"], -r["t_prime"]))
     gap = best["kept_shape"] - best["kept_attributes"]
