@@ -16,13 +16,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def main() -> None:
-    import numpy as np
     import torch
     from diffusers import AutoencoderKL
 
     from circuits.io import atomic_write
     from circuits.pocket import world
     from circuits.pocket.following import follow_images, summarise
+    from circuits.pocket.train_common import to_tensor
+    from circuits.pocket.train_vae import psnr
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="circuits/pocket/pipeline", help="a pipeline folder with a vae/ subfolder")
@@ -31,18 +32,18 @@ def main() -> None:
     args = p.parse_args()
 
     examples = world.training_examples(args.n, seed=7)
-    renders = np.stack([np.asarray(e.image()) for e in examples])
+    renders = world.render_batch(examples)
     vae = AutoencoderKL.from_pretrained(args.model, subfolder="vae", dtype=torch.float32, local_files_only=True)
-    x = torch.tensor(renders, dtype=torch.float32).permute(0, 3, 1, 2) / 127.5 - 1
+    x = to_tensor(renders)
     with torch.no_grad():
-        recon = vae.decode(vae.encode(x).latent_dist.mode()).sample
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample
     recon_u8 = ((recon.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     captions = [e.caption for e in examples]
-    psnr = float(10 * np.log10(1.0 / np.mean(((recon_u8 / 255.0) - (renders / 255.0)) ** 2)))
-    result = {"model": args.model, "n": args.n, "psnr_db": psnr,
+    psnr_db = psnr(vae, renders)  # the training script's measure: mean per-image PSNR of the reconstructions
+    result = {"model": args.model, "n": args.n, "psnr_db": psnr_db,
               "renders": summarise(follow_images(captions, renders)),
               "reconstructions": summarise(follow_images(captions, recon_u8))}  # fmt: skip
-    print(f"{args.model}: PSNR {psnr:.2f} dB over {args.n} renders")
+    print(f"{args.model}: PSNR {psnr_db:.2f} dB over {args.n} renders")
     print(f"{'measure':<16} {'renders':>8} {'VAE recon':>10}")
     for key in result["renders"]:
         print(f"{key:<16} {result['renders'][key]:>8.2f} {result['reconstructions'].get(key, float('nan')):>10.2f}")

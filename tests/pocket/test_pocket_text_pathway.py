@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import circuits
+from circuits.methods.common import text_embeddings
 from circuits.pocket import PIPELINE_DIR
 from circuits.tokens import layout
 
@@ -25,11 +26,8 @@ def pocket():
 
 
 def first_eot_states(model, prompts: list[str]) -> torch.Tensor:
-    tok = model.tokenizer
-    ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
-    with torch.no_grad():
-        hidden = model.text_encoder(ids)[0].double()
-    return torch.stack([hidden[i, layout(tok, p).first_eot] for i, p in enumerate(prompts)])
+    embeds = text_embeddings(model, prompts).double()
+    return torch.stack([embeds[i, layout(model.tokenizer, p).first_eot] for i, p in enumerate(prompts)])
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -47,6 +47,8 @@ POCKET_PROMPTS = (
     "a striped blue triangle on a gray background", "a striped purple square on a gray background",
 )  # fmt: skip
 ATTRIBUTES = ("shape", "colour", "texture", "background")
+#: share of images whose shape the oracle reads as on the plain image, from which a t' counts as keeping the layout
+LAYOUT_KEPT = 0.5
 
 
 @dataclass(frozen=True)
@@ -154,9 +156,9 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     if not reversing:
         notes.append("No t' reverses any step of this schedule, so every image equals its plain one.")
         return headline, notes
-    # the gap only means "layout kept, attributes changed" where the layout is kept: at least half the shapes
-    # (the same line as "the layout goes" below); at a t' that redraws everything, shapes can match by chance
-    keeping = [r for r in reversing if r["kept_shape"] >= 0.5]
+    # the gap only means "layout kept, attributes changed" where the layout is kept; at a t' that redraws
+    # everything, shapes can match by chance
+    keeping = [r for r in reversing if r["kept_shape"] >= LAYOUT_KEPT]
     if not keeping:
         most = max(reversing, key=lambda r: r["kept_shape"])
         notes.append(
@@ -172,9 +174,9 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     headline["texture kept there"] = best["kept_texture"]
     headline["bounding-box IoU there"] = best["box_iou"]
     notes.append(
-        f"Among the t' that keep the layout (at least half the shapes), the widest gap between layout kept and "
-        f"attributes kept is at {at(best)}: shapes kept in "
-        f"{best['kept_shape']:.2f} of the images, colours in {best['kept_colour']:.2f}, textures in "
+        f"Among the t' that keep the layout (shapes kept in at least {LAYOUT_KEPT:.2f}), the widest gap between "
+        f"layout kept and attributes kept is at {at(best)}: shapes kept in {best['kept_shape']:.2f} of the images, "
+        f"colours in {best['kept_colour']:.2f}, textures in "
         f"{best['kept_texture']:.2f} (gap {gap:+.2f}); bounding-box IoU with the plain image "
         f"{best['box_iou']:.2f}, latent cosine {best['latent_cosine']:.2f}."
     )
@@ -187,7 +189,7 @@ def summarise(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
             f"{row['box_iou']:.2f}, latent cosine {row['latent_cosine']:.2f}, pixel difference "
             f"{row['pixel_difference']:.1f} of 255)."
         )
-    lost = [r for r in reversing if r["kept_shape"] < 0.5]
+    lost = [r for r in reversing if r["kept_shape"] < LAYOUT_KEPT]
     if lost:
         first = min(lost, key=lambda r: r["t_prime"])
         headline["first t' keeping under half the shapes"] = first["t_prime"]
